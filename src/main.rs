@@ -1,0 +1,92 @@
+//! The `vfio-vmm` command line: `run` boots a guest.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use vfio_vmm::config::{self, MemoryConfig, SerialConfig, VmConfig};
+use vfio_vmm::vmm;
+
+mod terminal;
+
+/// A small KVM virtual machine monitor for PCI passthrough through VFIO.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a Linux guest.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The guest kernel (bzImage).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// An initramfs for the guest.
+    #[arg(long)]
+    initramfs: Option<PathBuf>,
+    /// The kernel command line.
+    #[arg(long, default_value = "console=ttyS0")]
+    cmdline: String,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Guest RAM: SIZE[,hugepages=on][,mergeable=on], SIZE with K, M or G (bare numbers are MiB).
+    #[arg(long, default_value = "512M")]
+    memory: String,
+    /// Serial console: stdio or file=PATH.
+    #[arg(long, default_value = "stdio")]
+    serial: String,
+}
+
+impl RunArgs {
+    fn into_config(self) -> Result<VmConfig, config::ConfigError> {
+        Ok(VmConfig {
+            kernel: self.kernel,
+            initramfs: self.initramfs,
+            cmdline: self.cmdline,
+            cpus: config::check_cpus(self.cpus)?,
+            memory: MemoryConfig::parse(&self.memory)?,
+            serial: SerialConfig::parse(&self.serial)?,
+        })
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let _tty = (config.serial == SerialConfig::Stdio).then(terminal::RawStdin::enter).flatten();
+    match vmm::run(&config) {
+        Ok(reason) => {
+            let status = reason.status();
+            if status == 0 {
+                log::info!("{}", reason.describe());
+            } else {
+                eprintln!("vfio-vmm: {}", reason.describe());
+            }
+            ExitCode::from(status as u8)
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("vfio-vmm: error: {e}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match Cli::parse().command {
+        Command::Run(args) => run(args),
+    }
+}

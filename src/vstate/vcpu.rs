@@ -1,0 +1,134 @@
+//! A vCPU: its boot configuration (CPUID, MSRs, FPU, LAPIC, registers) and
+//! the run loop that dispatches port and MMIO exits to the buses.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kvm_bindings::{CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::boot::{cpu, cpuid, msr};
+use crate::devices::Bus;
+use crate::exit::{ExitHandle, ExitReason};
+use crate::vstate::vm::Vm;
+
+/// Errors while creating or configuring a vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// KVM refused to create the vCPU.
+    #[error("cannot create vCPU {0}: {1}")]
+    Create(u8, kvm_ioctls::Error),
+    /// KVM refused a CPUID or MSR setting.
+    #[error("cannot set {what} of vCPU {id}: {err}")]
+    Kvm {
+        /// Which vCPU.
+        id: u8,
+        /// What was being set.
+        what: &'static str,
+        /// The ioctl's error.
+        err: kvm_ioctls::Error,
+    },
+    /// Register setup failed.
+    #[error("vCPU {0}: {1}")]
+    Cpu(u8, cpu::CpuError),
+}
+
+/// The buses a vCPU dispatches exits to.
+#[derive(Default)]
+pub struct Buses {
+    /// I/O ports.
+    pub pio: Bus,
+    /// MMIO outside RAM.
+    pub mmio: Bus,
+}
+
+/// One vCPU, not yet running.
+pub struct Vcpu {
+    id: u8,
+    fd: VcpuFd,
+}
+
+impl Vcpu {
+    /// Creates vCPU `id` in `vm`.
+    pub fn new(vm: &Vm, id: u8) -> Result<Self, VcpuError> {
+        let fd = vm.fd().create_vcpu(u64::from(id)).map_err(|e| VcpuError::Create(id, e))?;
+        Ok(Vcpu { id, fd })
+    }
+
+    /// The KVM vCPU, for tests that set up their own register state.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    /// Sets CPUID (topology for `cpus`), MSRs, FPU and LAPIC pins.
+    pub fn configure(&self, supported: &CpuId, cpus: u8) -> Result<(), VcpuError> {
+        let kvm = |what| move |err| VcpuError::Kvm { id: self.id, what, err };
+        let mut leaves = supported.clone();
+        cpuid::configure(&mut leaves, self.id, cpus);
+        self.fd.set_cpuid2(&leaves).map_err(kvm("CPUID"))?;
+        self.fd.set_msrs(&msr::boot_msrs()).map_err(kvm("MSRs"))?;
+        cpu::setup_fpu(&self.fd).map_err(|e| VcpuError::Cpu(self.id, e))?;
+        cpu::setup_lapic(&self.fd).map_err(|e| VcpuError::Cpu(self.id, e))
+    }
+
+    /// Puts this (boot) vCPU at the 64-bit kernel entry.
+    pub fn set_boot_entry(&self, entry: u64) -> Result<(), VcpuError> {
+        cpu::setup_boot_vcpu(&self.fd, entry).map_err(|e| VcpuError::Cpu(self.id, e))
+    }
+
+    /// Runs until `stop` is set or the guest does something that ends the VM.
+    pub fn run(mut self, buses: &Buses, exit: &ExitHandle, stop: &AtomicBool) {
+        while !stop.load(Ordering::Acquire) {
+            match self.fd.run() {
+                Ok(vexit) => {
+                    if let Some(reason) = handle_exit(self.id, vexit, buses) {
+                        exit.request(reason);
+                        return;
+                    }
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Err(e) => {
+                    exit.request(ExitReason::VcpuError(self.id, format!("KVM_RUN failed: {e}")));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Handles one exit; returns a reason when the VM must stop.
+fn handle_exit(id: u8, vexit: VcpuExit, buses: &Buses) -> Option<ExitReason> {
+    match vexit {
+        VcpuExit::IoIn(port, data) => {
+            if !buses.pio.read(u64::from(port), data) {
+                data.fill(0xff);
+            }
+        }
+        VcpuExit::IoOut(port, data) => {
+            buses.pio.write(u64::from(port), data);
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !buses.mmio.read(addr, data) {
+                data.fill(0xff);
+            }
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            buses.mmio.write(addr, data);
+        }
+        VcpuExit::Shutdown => return Some(ExitReason::TripleFault(id)),
+        VcpuExit::Hlt => return Some(ExitReason::VcpuError(id, "halted with no in-kernel LAPIC to wake it".into())),
+        VcpuExit::SystemEvent(kind, _) => {
+            return Some(match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN => ExitReason::PowerOff,
+                KVM_SYSTEM_EVENT_RESET => ExitReason::Reset,
+                KVM_SYSTEM_EVENT_CRASH => ExitReason::GuestPanic,
+                other => ExitReason::VcpuError(id, format!("unknown system event {other}")),
+            })
+        }
+        VcpuExit::FailEntry(reason, cpu) => {
+            return Some(ExitReason::VcpuError(id, format!("VM entry failed (hardware reason {reason:#x} on host CPU {cpu})")))
+        }
+        VcpuExit::InternalError => return Some(ExitReason::VcpuError(id, "KVM internal error (emulation failure)".into())),
+        other => return Some(ExitReason::VcpuError(id, format!("unexpected exit {other:?}"))),
+    }
+    None
+}
