@@ -132,3 +132,31 @@ fn handle_exit(id: u8, vexit: VcpuExit, buses: &Buses) -> Option<ExitReason> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_that_end_the_vm_map_to_their_reasons() {
+        let buses = Buses::default();
+        assert_eq!(handle_exit(2, VcpuExit::Shutdown, &buses), Some(ExitReason::TripleFault(2)));
+        let ev = |kind| handle_exit(0, VcpuExit::SystemEvent(kind, &[]), &buses);
+        assert_eq!(ev(KVM_SYSTEM_EVENT_SHUTDOWN), Some(ExitReason::PowerOff));
+        assert_eq!(ev(KVM_SYSTEM_EVENT_RESET), Some(ExitReason::Reset));
+        assert_eq!(ev(KVM_SYSTEM_EVENT_CRASH), Some(ExitReason::GuestPanic));
+        assert!(matches!(handle_exit(1, VcpuExit::InternalError, &buses), Some(ExitReason::VcpuError(1, _))));
+    }
+
+    #[test]
+    fn unclaimed_port_and_mmio_reads_float_high_and_writes_vanish() {
+        let buses = Buses::default();
+        let mut data = [0u8; 4];
+        assert_eq!(handle_exit(0, VcpuExit::IoIn(0x70, &mut data), &buses), None);
+        assert_eq!(data, [0xff; 4]);
+        let mut data = [0u8; 8];
+        assert_eq!(handle_exit(0, VcpuExit::MmioRead(0xd000_0000, &mut data), &buses), None);
+        assert_eq!(data, [0xff; 8]);
+        assert_eq!(handle_exit(0, VcpuExit::IoOut(0x80, &[1]), &buses), None);
+    }
+}
