@@ -1,4 +1,4 @@
-//! The `vfio-vmm` command line: `run` boots a guest.
+//! The `vfio-vmm` command line: `run` boots a guest, `host` prepares a host for passthrough.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,12 +8,16 @@ use clap::{Parser, Subcommand};
 use vfio_vmm::config::{self, MemoryConfig, SerialConfig, VmConfig};
 use vfio_vmm::vmm;
 
+mod host;
 mod terminal;
 
 /// A small KVM virtual machine monitor for PCI passthrough through VFIO.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Read sysfs, procfs and /dev under DIR instead of / (also $VFIO_VMM_SYSFS_ROOT).
+    #[arg(long, global = true, value_name = "DIR")]
+    sysfs_root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +26,11 @@ struct Cli {
 enum Command {
     /// Boot a Linux guest.
     Run(RunArgs),
+    /// Prepare this host for passthrough: check, list, bind, unbind.
+    Host {
+        #[command(subcommand)]
+        cmd: host::HostCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -86,7 +95,9 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
         Command::Run(args) => run(args),
+        Command::Host { cmd } => ExitCode::from(host::run(cmd, cli.sysfs_root) as u8),
     }
 }

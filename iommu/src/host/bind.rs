@@ -1,0 +1,530 @@
+//! `host bind` and `host unbind`: moving devices between their host drivers and vfio-pci
+//! through `driver_override`, all-or-nothing.
+//!
+//! Bind, per device: record the current driver in the state file, write `vfio-pci` to
+//! `driver_override`, write the address to the old driver's `unbind`, write it to
+//! `/sys/bus/pci/drivers_probe`, then re-read the `driver` link to verify. Unbind: clear
+//! `driver_override` (a lone newline clears it), write to `vfio-pci/unbind`, then to the
+//! remembered driver's `bind` (or to `drivers_probe` when none is remembered), and verify.
+//! Every check that can refuse (root, device exists, group viable, device in use) runs
+//! before anything is written. When a later step fails, the devices already changed are
+//! put back where they were, so no command leaves a device without its driver.
+
+use std::fmt;
+
+use crate::bdf::Bdf;
+use crate::group::{is_vfio_driver, GroupError, IommuGroup, VFIO_PCI};
+use crate::sysfs::{PciDevice, SysfsError};
+
+use super::kernel::{write, KernelError, WriteFailure};
+use super::state::{self, StateError};
+use super::Host;
+
+/// Why binding or unbinding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The process is not root and cannot write to sysfs.
+    #[error("`vfio-vmm host {action}` writes to /sys/bus/pci and must run as root (effective uid is {euid}); re-run it with sudo")]
+    NotRoot {
+        /// `bind` or `unbind`.
+        action: &'static str,
+        /// The effective user ID.
+        euid: u32,
+    },
+    /// The device or its group could not be read.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// sysfs could not be read.
+    #[error(transparent)]
+    Sysfs(#[from] SysfsError),
+    /// The state file could not be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The device is a bridge.
+    #[error("{0} is a PCI bridge; bridges stay with the host: bind the devices behind it instead")]
+    Bridge(Bdf),
+    /// Other members of the group are on host drivers.
+    #[error(
+        "cannot bind {bdf}: IOMMU group {group} also holds {culprits}, on host drivers; \
+         VFIO needs the whole group. List those devices too, or pass --group to bind the whole group"
+    )]
+    NotViable {
+        /// The device asked for.
+        bdf: Bdf,
+        /// Its group.
+        group: u32,
+        /// The members that block the group, as `BDF (driver)`.
+        culprits: String,
+    },
+    /// A process holds the device's VFIO file open.
+    #[error("{bdf} is in use: {holders}; stop that guest before unbinding")]
+    InUse {
+        /// The device.
+        bdf: Bdf,
+        /// Who holds it, as `FILE by pid PID (COMMAND)`.
+        holders: String,
+    },
+    /// vfio-pci could not be loaded.
+    #[error("vfio-pci is not available: {0}")]
+    LoadVfioPci(#[source] KernelError),
+    /// vfio-pci was loaded but its driver directory did not appear.
+    #[error("vfio-pci was loaded but {0} does not exist; check `dmesg | tail` for vfio errors")]
+    VfioPciMissing(String),
+    /// A sysfs write failed.
+    #[error(transparent)]
+    Write(#[from] WriteFailure),
+    /// The writes went through but the device ended up on the wrong driver.
+    #[error("{bdf} is on {} after the writes, not {wanted}; `dmesg | tail` shows why the driver did not take it", .got.as_deref().unwrap_or("no driver"))]
+    WrongDriver {
+        /// The device.
+        bdf: Bdf,
+        /// The driver that should have it (`no driver` when none should).
+        wanted: String,
+        /// The driver it is on.
+        got: Option<String>,
+    },
+    /// A step failed and the changes made so far were undone (or could not be).
+    #[error("{cause}{}", rollback_summary(.restored, .failures))]
+    RolledBack {
+        /// The failure that stopped the command.
+        cause: Box<BindError>,
+        /// Devices put back, as `BDF on DRIVER`.
+        restored: Vec<String>,
+        /// Devices that could not be put back, with why.
+        failures: Vec<String>,
+    },
+}
+
+fn rollback_summary(restored: &[String], failures: &[String]) -> String {
+    let mut text = String::new();
+    if !restored.is_empty() {
+        text.push_str(&format!(". Rolled back: {}", restored.join(", ")));
+    }
+    if !failures.is_empty() {
+        text.push_str(&format!(
+            ". Rollback FAILED for {}; run `echo BDF > /sys/bus/pci/drivers_probe` for each to let the kernel probe it again",
+            failures.join("; ")
+        ));
+    }
+    text
+}
+
+/// What happened to one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Now on vfio-pci; the previous driver is remembered.
+    Bound {
+        /// The device.
+        bdf: Bdf,
+        /// Its driver before.
+        previous: Option<String>,
+    },
+    /// It was on a VFIO driver already; nothing changed.
+    AlreadyBound {
+        /// The device.
+        bdf: Bdf,
+        /// The VFIO driver it is on.
+        driver: String,
+    },
+    /// Back on a host driver (or on none, when no driver claims it).
+    Restored {
+        /// The device.
+        bdf: Bdf,
+        /// The driver it is on now.
+        driver: Option<String>,
+    },
+    /// It was not on vfio-pci; nothing changed.
+    NotVfio {
+        /// The device.
+        bdf: Bdf,
+        /// The driver it is on.
+        driver: Option<String>,
+    },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let none = "no driver";
+        match self {
+            Outcome::Bound { bdf, previous } => {
+                write!(
+                    f,
+                    "{bdf}: bound to vfio-pci (was on {})",
+                    previous.as_deref().unwrap_or(none)
+                )
+            }
+            Outcome::AlreadyBound { bdf, driver } => {
+                write!(f, "{bdf}: already bound to {driver}, nothing to do")
+            }
+            Outcome::Restored {
+                bdf,
+                driver: Some(d),
+            } => write!(f, "{bdf}: unbound from vfio-pci, now on {d}"),
+            Outcome::Restored { bdf, driver: None } => {
+                write!(f, "{bdf}: unbound from vfio-pci; no host driver claimed it")
+            }
+            Outcome::NotVfio { bdf, driver } => {
+                write!(
+                    f,
+                    "{bdf}: not bound to vfio-pci (on {}), nothing to do",
+                    driver.as_deref().unwrap_or(none)
+                )
+            }
+        }
+    }
+}
+
+fn require_root(host: &Host, action: &'static str) -> Result<(), BindError> {
+    let euid = host.kernel.euid();
+    if euid != 0 {
+        return Err(BindError::NotRoot { action, euid });
+    }
+    Ok(())
+}
+
+fn push_unique(list: &mut Vec<Bdf>, bdf: Bdf) {
+    if !list.contains(&bdf) {
+        list.push(bdf);
+    }
+}
+
+/// Binds `bdfs` (and with `whole_group`, every non-bridge member of their groups) to
+/// vfio-pci. Refuses, before changing anything, when other group members are on host
+/// drivers.
+pub fn bind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcome>, BindError> {
+    require_root(host, "bind")?;
+    let mut targets = Vec::new();
+    let mut groups: Vec<IommuGroup> = Vec::new();
+    for &bdf in bdfs {
+        let group = IommuGroup::of_device(&host.sysfs, bdf)?;
+        if group.devices.iter().any(|d| d.bdf == bdf && d.is_bridge()) {
+            return Err(BindError::Bridge(bdf));
+        }
+        if whole_group {
+            group
+                .assignable()
+                .into_iter()
+                .for_each(|b| push_unique(&mut targets, b));
+        } else {
+            push_unique(&mut targets, bdf);
+        }
+        if !groups.iter().any(|g| g.id == group.id) {
+            groups.push(group);
+        }
+    }
+    for group in &groups {
+        let culprits = group.culprits(&targets);
+        if let Some(first) = culprits.first() {
+            let asked = bdfs
+                .iter()
+                .copied()
+                .find(|b| group.devices.iter().any(|d| d.bdf == *b))
+                .unwrap_or(first.bdf);
+            let culprits = culprits
+                .iter()
+                .map(|d| format!("{} ({})", d.bdf, d.driver.as_deref().unwrap_or("no driver")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(BindError::NotViable {
+                bdf: asked,
+                group: group.id,
+                culprits,
+            });
+        }
+    }
+    let mut outcomes = Vec::new();
+    let mut pending = Vec::new();
+    for &bdf in &targets {
+        let device = host.sysfs.device(bdf)?;
+        match device.driver.as_deref() {
+            Some(d) if is_vfio_driver(d) => outcomes.push(Outcome::AlreadyBound {
+                bdf,
+                driver: d.to_string(),
+            }),
+            _ => pending.push(device),
+        }
+    }
+    if pending.is_empty() {
+        return Ok(outcomes);
+    }
+    ensure_vfio_pci(host)?;
+    let mut done: Vec<&PciDevice> = Vec::new();
+    for device in &pending {
+        if let Err(cause) = bind_one(host, device) {
+            let mut restored = Vec::new();
+            let mut failures = Vec::new();
+            // The failed device first, then the others in reverse order.
+            for undo in std::iter::once(device).chain(done.iter().rev().copied()) {
+                match put_back(host, undo) {
+                    Ok(()) => restored.push(format!(
+                        "{} on {}",
+                        undo.bdf,
+                        undo.driver.as_deref().unwrap_or("no driver")
+                    )),
+                    Err(e) => failures.push(format!("{}: {e}", undo.bdf)),
+                }
+            }
+            return Err(BindError::RolledBack {
+                cause: Box::new(cause),
+                restored,
+                failures,
+            });
+        }
+        done.push(device);
+        outcomes.push(Outcome::Bound {
+            bdf: device.bdf,
+            previous: device.driver.clone(),
+        });
+    }
+    Ok(outcomes)
+}
+
+fn ensure_vfio_pci(host: &Host) -> Result<(), BindError> {
+    let dir = host.sysfs.driver_dir(VFIO_PCI);
+    if dir.exists() {
+        return Ok(());
+    }
+    host.kernel
+        .load_module(&host.sysfs, VFIO_PCI)
+        .map_err(BindError::LoadVfioPci)?;
+    if !dir.exists() {
+        return Err(BindError::VfioPciMissing(dir.display().to_string()));
+    }
+    Ok(())
+}
+
+fn verify(host: &Host, bdf: Bdf, wanted: Option<&str>) -> Result<(), BindError> {
+    let got = host.sysfs.driver_of(bdf)?;
+    if got.as_deref() == wanted {
+        return Ok(());
+    }
+    Err(BindError::WrongDriver {
+        bdf,
+        wanted: wanted.unwrap_or("no driver").to_string(),
+        got,
+    })
+}
+
+fn bind_one(host: &Host, device: &PciDevice) -> Result<(), BindError> {
+    let bdf = device.bdf;
+    let text = bdf.to_string();
+    state::remember(&host.state_dir, bdf, device.driver.as_deref())?;
+    write(
+        host.kernel.as_ref(),
+        &host.sysfs.device_dir(bdf).join("driver_override"),
+        VFIO_PCI,
+    )?;
+    if let Some(driver) = &device.driver {
+        write(
+            host.kernel.as_ref(),
+            &host.sysfs.driver_dir(driver).join("unbind"),
+            &text,
+        )?;
+    }
+    write(
+        host.kernel.as_ref(),
+        &host.sysfs.path("/sys/bus/pci/drivers_probe"),
+        &text,
+    )?;
+    verify(host, bdf, Some(VFIO_PCI))
+}
+
+/// Returns `device` to the driver and `driver_override` it had when it was read, and
+/// forgets its state file.
+fn put_back(host: &Host, device: &PciDevice) -> Result<(), BindError> {
+    let bdf = device.bdf;
+    let text = bdf.to_string();
+    let kernel = host.kernel.as_ref();
+    let override_value = device
+        .driver_override
+        .clone()
+        .unwrap_or_else(|| "\n".to_string());
+    write(
+        kernel,
+        &host.sysfs.device_dir(bdf).join("driver_override"),
+        &override_value,
+    )?;
+    let current = host.sysfs.driver_of(bdf)?;
+    if current != device.driver {
+        if let Some(current) = &current {
+            write(
+                kernel,
+                &host.sysfs.driver_dir(current).join("unbind"),
+                &text,
+            )?;
+        }
+        if let Some(previous) = &device.driver {
+            write(kernel, &host.sysfs.driver_dir(previous).join("bind"), &text)?;
+        }
+    }
+    verify(host, bdf, device.driver.as_deref())?;
+    state::forget(&host.state_dir, bdf)?;
+    Ok(())
+}
+
+/// True when `device` is ours to unbind: on a VFIO driver, or left with a vfio-pci
+/// override and no driver by an interrupted bind.
+fn on_vfio(device: &PciDevice) -> bool {
+    match device.driver.as_deref() {
+        Some(d) => is_vfio_driver(d),
+        None => device.driver_override.as_deref() == Some(VFIO_PCI),
+    }
+}
+
+/// Returns `bdfs` (with `whole_group`, every member of their groups on vfio-pci) to the
+/// drivers remembered by `host bind`, or lets the kernel probe them when none is
+/// remembered. Refuses, before changing anything, when a process holds a device open.
+pub fn unbind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcome>, BindError> {
+    require_root(host, "unbind")?;
+    let mut targets = Vec::new();
+    for &bdf in bdfs {
+        if whole_group {
+            let group = IommuGroup::of_device(&host.sysfs, bdf)?;
+            group
+                .devices
+                .iter()
+                .filter(|d| on_vfio(d))
+                .for_each(|d| push_unique(&mut targets, d.bdf));
+            push_unique(&mut targets, bdf);
+        } else {
+            push_unique(&mut targets, bdf);
+        }
+    }
+    let mut outcomes = Vec::new();
+    let mut pending = Vec::new();
+    for &bdf in &targets {
+        let device = host.sysfs.device(bdf)?;
+        if !on_vfio(&device) {
+            outcomes.push(Outcome::NotVfio {
+                bdf,
+                driver: device.driver,
+            });
+            continue;
+        }
+        let holders = state::holders(&host.sysfs, bdf, device.iommu_group);
+        if !holders.is_empty() {
+            let holders = holders
+                .iter()
+                .map(|h| format!("{} is open in pid {} ({})", h.file, h.pid, h.command))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(BindError::InUse { bdf, holders });
+        }
+        let previous = state::recall(&host.state_dir, bdf)?;
+        pending.push((device, previous));
+    }
+    let mut done: Vec<&PciDevice> = Vec::new();
+    for (device, previous) in &pending {
+        match unbind_one(host, device, previous.as_ref()) {
+            Ok(driver) => {
+                outcomes.push(Outcome::Restored {
+                    bdf: device.bdf,
+                    driver,
+                });
+                done.push(device);
+            }
+            Err(cause) => {
+                let mut restored = Vec::new();
+                let mut failures = Vec::new();
+                for undo in std::iter::once(device).chain(done.iter().rev().copied()) {
+                    match back_to_vfio(host, undo) {
+                        Ok(()) => restored.push(format!("{} on vfio-pci", undo.bdf)),
+                        Err(e) => failures.push(format!("{}: {e}", undo.bdf)),
+                    }
+                }
+                return Err(BindError::RolledBack {
+                    cause: Box::new(cause),
+                    restored,
+                    failures,
+                });
+            }
+        }
+    }
+    for (device, _) in &pending {
+        state::forget(&host.state_dir, device.bdf)?;
+    }
+    Ok(outcomes)
+}
+
+/// Moves one device off vfio-pci; returns the driver it ends up on.
+fn unbind_one(
+    host: &Host,
+    device: &PciDevice,
+    previous: Option<&Option<String>>,
+) -> Result<Option<String>, BindError> {
+    let bdf = device.bdf;
+    let text = bdf.to_string();
+    let kernel = host.kernel.as_ref();
+    write(
+        kernel,
+        &host.sysfs.device_dir(bdf).join("driver_override"),
+        "\n",
+    )?;
+    if let Some(current) = &device.driver {
+        write(
+            kernel,
+            &host.sysfs.driver_dir(current).join("unbind"),
+            &text,
+        )?;
+    }
+    match previous {
+        // Bound by us from a driver that is still registered: give it back to that driver.
+        Some(Some(driver)) if host.sysfs.driver_dir(driver).exists() => {
+            write(kernel, &host.sysfs.driver_dir(driver).join("bind"), &text)?;
+            verify(host, bdf, Some(driver))?;
+            Ok(Some(driver.clone()))
+        }
+        // Had no driver before `host bind`: leave it without one, as it was.
+        Some(None) => Ok(None),
+        // Unknown previous driver (bound by other means) or one no longer loaded:
+        // let the kernel pick, like at boot.
+        _ => {
+            write(
+                kernel,
+                &host.sysfs.path("/sys/bus/pci/drivers_probe"),
+                &text,
+            )?;
+            let got = host.sysfs.driver_of(bdf)?;
+            if got.as_deref().is_some_and(is_vfio_driver) {
+                return Err(BindError::WrongDriver {
+                    bdf,
+                    wanted: "a host driver".to_string(),
+                    got,
+                });
+            }
+            Ok(got)
+        }
+    }
+}
+
+/// Undoes [`unbind_one`]: puts the device back on vfio-pci.
+fn back_to_vfio(host: &Host, device: &PciDevice) -> Result<(), BindError> {
+    let bdf = device.bdf;
+    let text = bdf.to_string();
+    let kernel = host.kernel.as_ref();
+    write(
+        kernel,
+        &host.sysfs.device_dir(bdf).join("driver_override"),
+        VFIO_PCI,
+    )?;
+    let current = host.sysfs.driver_of(bdf)?;
+    if current == device.driver {
+        return Ok(());
+    }
+    if let Some(current) = &current {
+        write(
+            kernel,
+            &host.sysfs.driver_dir(current).join("unbind"),
+            &text,
+        )?;
+    }
+    // A device found with only the override and no driver goes back to exactly that.
+    if device.driver.is_some() {
+        write(
+            kernel,
+            &host.sysfs.path("/sys/bus/pci/drivers_probe"),
+            &text,
+        )?;
+    }
+    verify(host, bdf, device.driver.as_deref())
+}

@@ -1,0 +1,252 @@
+//! `host check BDF...`: the findings about one device to be assigned: that it exists, its
+//! IOMMU group and every other member there, its driver, who holds it open, its reset
+//! methods and its BARs against the guest's MMIO windows.
+
+use crate::bdf::Bdf;
+use crate::group::{is_vfio_driver, IommuGroup, MemberState};
+use crate::sysfs::{Bar, PciDevice};
+
+use super::check::{CheckOptions, Finding, MmioWindows};
+use super::{format_size, state, Host};
+
+/// BARs from this size up are called out against the 64-bit window.
+const LARGE_BAR: u64 = 1 << 30;
+
+/// All findings for `bdf`.
+pub fn check_device(host: &Host, bdf: Bdf, options: &CheckOptions) -> Vec<Finding> {
+    let sysfs = &host.sysfs;
+    let subject = bdf.to_string();
+    if !sysfs.device_exists(bdf) {
+        return vec![Finding::fail(
+            subject,
+            "no such PCI device on this host",
+            "check the address with `vfio-vmm host list` (or lspci -D)",
+        )];
+    }
+    let device = match sysfs.device(bdf) {
+        Ok(device) => device,
+        Err(e) => return vec![Finding::unreadable(subject, &e)],
+    };
+    let mut findings = Vec::new();
+    if device.is_bridge() {
+        findings.push(Finding::fail(
+            &subject,
+            "is a PCI bridge, which cannot be assigned",
+            "assign the devices behind the bridge instead",
+        ));
+        return findings;
+    }
+    findings.extend(group_findings(host, &device, &options.devices));
+    findings.push(driver_finding(&device));
+    findings.push(reset_finding(host, bdf));
+    findings.push(bar_finding(host, bdf, options.windows));
+    findings
+}
+
+fn group_findings(host: &Host, device: &PciDevice, assigned: &[Bdf]) -> Vec<Finding> {
+    let subject = device.bdf.to_string();
+    let Some(id) = device.iommu_group else {
+        return vec![Finding::fail(
+            subject,
+            "has no IOMMU group",
+            "enable the IOMMU (see the iommu line above)",
+        )];
+    };
+    let group = match IommuGroup::read(&host.sysfs, id) {
+        Ok(group) => group,
+        Err(e) => {
+            return vec![Finding::fail(
+                subject,
+                e.to_string(),
+                "run as root, or check the --sysfs-root path",
+            )]
+        }
+    };
+    let mut findings = Vec::new();
+    let others: Vec<&PciDevice> = group
+        .devices
+        .iter()
+        .filter(|d| d.bdf != device.bdf)
+        .collect();
+    if others.is_empty() && group.others.is_empty() {
+        findings.push(Finding::ok(
+            &subject,
+            format!("IOMMU group {id}, no other members"),
+        ));
+    } else {
+        findings.push(Finding::ok(
+            &subject,
+            format!(
+                "IOMMU group {id}, shared with {} other device(s)",
+                others.len() + group.others.len()
+            ),
+        ));
+    }
+    for other in others {
+        let state = MemberState::of(other);
+        let what = format!(
+            "group {id} member {} (class {:06x})",
+            other.bdf, other.class
+        );
+        if !state.blocks_group() {
+            let note = if matches!(state, MemberState::Bridge(_)) {
+                ", which may stay with the host"
+            } else {
+                ""
+            };
+            findings.push(Finding::ok(&subject, format!("{what} is {state}{note}")));
+            continue;
+        }
+        if assigned.contains(&other.bdf) {
+            findings.push(Finding::ok(
+                &subject,
+                format!("{what} is {state}; it is being checked for assignment too"),
+            ));
+            continue;
+        }
+        let mut fix = format!(
+            "assign the whole group: `vfio-vmm host bind --group {}` and give every member to the guest",
+            device.bdf
+        );
+        if other.class >> 16 == 0x01 {
+            fix.push_str(
+                "; this is a storage controller: if the host boots from it, do not bind it; \
+                 move the device to another slot instead",
+            );
+        }
+        findings.push(Finding::fail(
+            &subject,
+            format!("{what} is {state}, which blocks the group"),
+            fix,
+        ));
+    }
+    for other in &group.others {
+        let driver = other.driver.as_deref().unwrap_or("no driver");
+        findings.push(Finding::warn(
+            &subject,
+            format!(
+                "group {id} also holds non-PCI device {} ({driver})",
+                other.name
+            ),
+            "VFIO may refuse the group while that device has a driver; unbind it first",
+        ));
+    }
+    let holders = state::holders(&host.sysfs, device.bdf, Some(id));
+    if let Some(holder) = holders.first() {
+        findings.push(Finding::fail(
+            &subject,
+            format!(
+                "in use: {} is open in process {} ({})",
+                holder.file, holder.pid, holder.command
+            ),
+            "stop that guest first, or pick another device",
+        ));
+    }
+    findings
+}
+
+fn driver_finding(device: &PciDevice) -> Finding {
+    let subject = device.bdf.to_string();
+    let bind = format!("`vfio-vmm host bind {}`", device.bdf);
+    match device.driver.as_deref() {
+        Some(d) if is_vfio_driver(d) => Finding::ok(subject, format!("bound to {d}")),
+        Some(d) => Finding::fail(
+            subject,
+            format!("bound to host driver {d}, not vfio-pci"),
+            bind,
+        ),
+        None => Finding::fail(subject, "bound to no driver, not vfio-pci", bind),
+    }
+}
+
+fn reset_finding(host: &Host, bdf: Bdf) -> Finding {
+    let subject = bdf.to_string();
+    let fix = "expect trouble reusing the device after a guest ran (some GPUs need a vendor reset module); a full host reboot always resets it";
+    match host.sysfs.reset_methods(bdf) {
+        Ok(Some(methods)) if !methods.is_empty() => {
+            Finding::ok(subject, format!("reset methods: {}", methods.join(", ")))
+        }
+        Ok(Some(_)) => Finding::warn(subject, "the kernel knows no way to reset this device", fix),
+        Ok(None) if host.sysfs.has_reset_file(bdf) => Finding::ok(
+            subject,
+            "resettable (this kernel does not list reset methods)",
+        ),
+        Ok(None) => Finding::warn(
+            subject,
+            "no reset method reported (no reset_method or reset file)",
+            fix,
+        ),
+        Err(e) => Finding::unreadable(subject, &e),
+    }
+}
+
+fn describe(bar: &Bar) -> String {
+    let kind = if bar.io {
+        "io"
+    } else if bar.mem64 {
+        "mem64"
+    } else {
+        "mem32"
+    };
+    let pref = if bar.prefetchable { " pref" } else { "" };
+    format!("BAR{} {} {kind}{pref}", bar.index, format_size(bar.size))
+}
+
+/// BAR sizes, and whether 32-bit and 64-bit memory BARs fit their windows. Each BAR is
+/// naturally aligned, so the sum of sizes is a lower bound on the space needed.
+fn bar_finding(host: &Host, bdf: Bdf, windows: MmioWindows) -> Finding {
+    let subject = bdf.to_string();
+    let bars = match host.sysfs.bars(bdf) {
+        Ok(bars) => bars,
+        Err(e) => return Finding::unreadable(subject, &e),
+    };
+    if bars.is_empty() {
+        return Finding::ok(subject, "no BARs");
+    }
+    let list = bars.iter().map(describe).collect::<Vec<_>>().join(", ");
+    let sum = |want64: bool| -> u64 {
+        bars.iter()
+            .filter(|b| !b.io && b.mem64 == want64)
+            .fold(0u64, |acc, b| acc.saturating_add(b.size))
+    };
+    let (low, high) = (sum(false), sum(true));
+    if low > windows.below_4g {
+        return Finding::fail(
+            subject,
+            format!(
+                "{list}: 32-bit BARs need {}, more than the {} MMIO window below 4 GiB",
+                format_size(low),
+                format_size(windows.below_4g)
+            ),
+            "this device cannot be assigned with vfio-vmm's memory layout",
+        );
+    }
+    if high > windows.above_4g {
+        return Finding::fail(
+            subject,
+            format!(
+                "{list}: 64-bit BARs need {}, more than the {} 64-bit MMIO window",
+                format_size(high),
+                format_size(windows.above_4g)
+            ),
+            "this device needs a larger 64-bit MMIO window than vfio-vmm provides",
+        );
+    }
+    let large: Vec<String> = bars
+        .iter()
+        .filter(|b| b.size >= LARGE_BAR)
+        .map(describe)
+        .collect();
+    if large.is_empty() {
+        return Finding::ok(subject, list);
+    }
+    Finding::ok(
+        subject,
+        format!(
+            "{list}; large: {}; 64-bit BARs take {} of the {} 64-bit MMIO window",
+            large.join(", "),
+            format_size(high),
+            format_size(windows.above_4g)
+        ),
+    )
+}

@@ -1,0 +1,151 @@
+//! What `host bind` remembers for `host unbind`, and who holds a device's VFIO files open.
+//!
+//! State: one file per device, `STATE_DIR/DOMAIN:BUS:DEV.FN.driver`, holding
+//! `driver=NAME` (or `driver=` when the device had no driver). It is written before the
+//! device is touched and removed by `host unbind` or when a bind rolls back.
+//!
+//! In use: a running vfio-vmm holds `/dev/vfio/GROUP` (legacy group API) or
+//! `/dev/vfio/devices/vfioN` (iommufd device API) open for as long as the guest runs.
+//! [`holders`] finds such processes by reading the `ROOT/proc/PID/fd/*` links, which needs
+//! no cooperation from the VMM and cannot go stale the way a lock file can.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::bdf::Bdf;
+use crate::sysfs::Sysfs;
+
+/// Why a state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state directory or file could not be written.
+    #[error("cannot write state file {path}: {source}; make sure the state directory is writable (set $VFIO_VMM_STATE_DIR to move it)")]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The state file exists but could not be read or removed.
+    #[error("cannot access state file {path}: {source}")]
+    Access {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The state file does not hold a `driver=` line.
+    #[error("state file {path} is damaged (no driver= line); delete it and bind the device's driver by hand")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Path of the state file for `bdf`.
+pub fn state_path(state_dir: &Path, bdf: Bdf) -> PathBuf {
+    state_dir.join(format!("{bdf}.driver"))
+}
+
+/// Records the driver `bdf` had before `host bind` (`None`: no driver).
+pub fn remember(state_dir: &Path, bdf: Bdf, previous: Option<&str>) -> Result<(), StateError> {
+    fs::create_dir_all(state_dir).map_err(|source| StateError::Write {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let path = state_path(state_dir, bdf);
+    let tmp = path.with_extension("tmp");
+    let text = format!(
+        "# written by `vfio-vmm host bind`; read by `vfio-vmm host unbind`\ndriver={}\n",
+        previous.unwrap_or("")
+    );
+    fs::write(&tmp, text)
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|source| StateError::Write { path, source })
+}
+
+/// The driver remembered for `bdf`: `Ok(None)` without a state file, `Ok(Some(None))` when
+/// the device had no driver.
+pub fn recall(state_dir: &Path, bdf: Bdf) -> Result<Option<Option<String>>, StateError> {
+    let path = state_path(state_dir, bdf);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Access { path, source }),
+    };
+    let driver = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("driver="))
+        .ok_or(StateError::Corrupt { path })?;
+    Ok(Some(
+        Some(driver.trim().to_string()).filter(|d| !d.is_empty()),
+    ))
+}
+
+/// Removes the state file for `bdf`, if any.
+pub fn forget(state_dir: &Path, bdf: Bdf) -> Result<(), StateError> {
+    let path = state_path(state_dir, bdf);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StateError::Access { path, source }),
+    }
+}
+
+/// A process holding a device's VFIO file open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Process ID.
+    pub pid: u32,
+    /// Its command name (`comm`), or `?` if unreadable.
+    pub command: String,
+    /// The VFIO file it holds open.
+    pub file: String,
+}
+
+/// Processes holding `bdf`'s VFIO group (`/dev/vfio/GROUP`) or VFIO device cdev open.
+/// Processes whose descriptors cannot be read (exited, or another user's when not root)
+/// are skipped.
+pub fn holders(sysfs: &Sysfs, bdf: Bdf, group: Option<u32>) -> Vec<Holder> {
+    let mut files: Vec<String> = group
+        .map(|g| format!("/dev/vfio/{g}"))
+        .into_iter()
+        .collect();
+    if let Ok(cdevs) = sysfs.list_dir(&sysfs.device_dir(bdf).join("vfio-dev")) {
+        files.extend(cdevs.into_iter().map(|c| format!("/dev/vfio/devices/{c}")));
+    }
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let proc_dir = sysfs.path("/proc");
+    let pids: Vec<u32> = match sysfs.list_dir(&proc_dir) {
+        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
+        Err(_) => return Vec::new(),
+    };
+    let mut found = Vec::new();
+    for pid in pids {
+        let fd_dir = proc_dir.join(pid.to_string()).join("fd");
+        let Ok(fds) = fs::read_dir(&fd_dir) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            if let Some(file) = files.iter().find(|f| **f == target) {
+                let command = fs::read_to_string(proc_dir.join(pid.to_string()).join("comm"))
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_else(|_| "?".to_string());
+                found.push(Holder {
+                    pid,
+                    command,
+                    file: file.clone(),
+                });
+                break;
+            }
+        }
+    }
+    found
+}
