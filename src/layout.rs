@@ -37,6 +37,19 @@ pub const PCI_MMIO32_SIZE: u64 = 0x2000_0000;
 pub const ECAM_START: u64 = 0xe000_0000;
 /// ECAM covers buses 0..=0 (1 MiB per bus).
 pub const ECAM_SIZE: u64 = 0x10_0000;
+/// I/O port window for PCI I/O BARs.
+pub const PCI_IO_START: u64 = 0xc000;
+/// Size of the PCI I/O port window.
+pub const PCI_IO_SIZE: u64 = 0x4000;
+/// Size of the 64-bit PCI MMIO window above RAM.
+pub const PCI_MMIO64_SIZE: u64 = 64 << 30;
+
+/// Start of the 64-bit PCI MMIO window: the first 1 GiB boundary above RAM and 4 GiB.
+pub fn pci_mmio64_start(mem_size: u64) -> u64 {
+    const GIB: u64 = 1 << 30;
+    ram_end(mem_size).max(FOUR_GIB).div_ceil(GIB) * GIB
+}
+
 /// KVM's identity-map page (needed by VMX for real mode; harmless elsewhere).
 pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfeff_c000;
 /// KVM's TSS (three pages after the identity map).
@@ -132,6 +145,13 @@ mod tests {
         let regions = ram_regions(5 * GIB);
         assert_eq!(regions, vec![(0, 3 * GIB), (FOUR_GIB, 2 * GIB)]);
         assert_eq!(ram_end(5 * GIB), 6 * GIB);
+    }
+
+    #[test]
+    fn the_64_bit_window_starts_above_ram_on_a_gib_boundary() {
+        assert_eq!(pci_mmio64_start(256 * MIB), FOUR_GIB);
+        assert_eq!(pci_mmio64_start(5 * GIB + MIB), 7 * GIB);
+        assert_eq!(pci_mmio64_start(3 * GIB), FOUR_GIB);
     }
 
     #[test]

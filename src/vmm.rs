@@ -15,10 +15,12 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 use crate::boot::{acpi, cpu, linux};
 use crate::config::{MemoryConfig, SerialConfig, VmConfig};
 use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
+use crate::devices::pci::{self as pci_glue, BarWindow, ConfigPorts, Ecam, SharedPciBus};
 use crate::devices::serial::{spawn_stdin_reader, ConsoleOut, SerialDevice};
 use crate::exit::{ExitHandle, ExitReason};
 use crate::layout;
 use crate::memory::{self, GuestMemory};
+use crate::vstate::irq::KvmInterruptManager;
 use crate::vstate::vcpu::{Buses, Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 
@@ -54,6 +56,12 @@ pub enum VmmError {
     /// A device range clashed with another.
     #[error(transparent)]
     Bus(#[from] crate::devices::bus::BusError),
+    /// The PCI bus could not be set up or its BARs placed.
+    #[error("PCI: {0}")]
+    Pci(#[from] pci::BusError),
+    /// The interrupt routing could not be set up.
+    #[error("cannot set up interrupt routing: {0}")]
+    Interrupts(#[from] pci::InterruptError),
     /// A KVM irqfd could not be registered.
     #[error("cannot wire {what}'s interrupt: {err}")]
     Irq {
@@ -77,6 +85,8 @@ pub struct Machine {
     vcpus: Vec<Vcpu>,
     exit: Arc<ExitHandle>,
     serial: Arc<Mutex<SerialDevice>>,
+    pci: SharedPciBus,
+    interrupts: Arc<KvmInterruptManager>,
 }
 
 impl Machine {
@@ -99,6 +109,10 @@ impl Machine {
         buses.pio.insert(u64::from(layout::I8042_PORT), 5, Arc::new(Mutex::new(I8042(I8042Device::new(ResetLine(exit.clone()))))))?;
         buses.pio.insert(u64::from(layout::ACPI_SLEEP_CONTROL_PORT), AcpiPm::PORTS, Arc::new(Mutex::new(AcpiPm::new(exit.clone()))))?;
 
+        let pci = pci_glue::new_bus(memory.size)?;
+        add_pci_ranges(&mut buses, &pci, memory.size)?;
+        let interrupts = Arc::new(KvmInterruptManager::new(vm.shared_fd())?);
+
         let supported = vm.supported_cpuid()?;
         let vcpus = (0..cpus)
             .map(|id| {
@@ -107,7 +121,7 @@ impl Machine {
                 Ok(vcpu)
             })
             .collect::<Result<Vec<_>, VcpuError>>()?;
-        Ok(Machine { vm, mem, mem_size: memory.size, buses, vcpus, exit, serial })
+        Ok(Machine { vm, mem, mem_size: memory.size, buses, vcpus, exit, serial, pci, interrupts })
     }
 
     /// Guest RAM, for loaders and tests.
@@ -130,11 +144,25 @@ impl Machine {
         &self.vm
     }
 
+    /// The PCI bus, to add devices before the guest boots.
+    pub fn pci_bus(&self) -> &SharedPciBus {
+        &self.pci
+    }
+
+    /// Hands out MSI vectors and INTx lines backed by KVM irqfds.
+    pub fn interrupt_manager(&self) -> Arc<KvmInterruptManager> {
+        self.interrupts.clone()
+    }
+
     /// Loads Linux and writes every boot structure; the boot vCPU starts at the kernel.
     pub fn load_linux(&mut self, config: &VmConfig) -> Result<(), VmmError> {
+        for p in self.pci.lock().unwrap_or_else(|p| p.into_inner()).assign_bars()? {
+            log::info!("{p:?}");
+        }
         let kernel = linux::load(&self.mem, self.mem_size, &config.kernel, config.initramfs.as_deref(), &config.cmdline)?;
         cpu::write_boot_tables(&self.mem)?;
-        let inputs = acpi::AcpiInputs { cpus: self.vcpus.len() as u8, dsdt_devices: vec![], extra_tables: vec![] };
+        let dsdt = pci_glue::dsdt_aml(self.mem_size);
+        let inputs = acpi::AcpiInputs { cpus: self.vcpus.len() as u8, dsdt_devices: &dsdt, extra_tables: vec![pci_glue::mcfg()] };
         acpi::write_tables(&self.mem, &inputs)?;
         self.vcpus[0].set_boot_entry(kernel.entry)?;
         Ok(())
@@ -187,6 +215,22 @@ impl Machine {
         drop(mem);
         Ok(reason)
     }
+}
+
+/// Routes config ports, ECAM and the BAR windows to the PCI bus.
+fn add_pci_ranges(buses: &mut Buses, pci: &SharedPciBus, mem_size: u64) -> Result<(), VmmError> {
+    let cfg_port = u64::from(pci::CONFIG_ADDRESS_PORT);
+    buses.pio.insert(cfg_port, pci::CONFIG_PORTS_LEN as u64, Arc::new(Mutex::new(ConfigPorts(pci.clone()))))?;
+    buses.mmio.insert(layout::ECAM_START, layout::ECAM_SIZE, Arc::new(Mutex::new(Ecam(pci.clone()))))?;
+    let w = pci_glue::windows(mem_size);
+    for (win, io) in [(w.mmio32, false), (w.mmio64, false), (w.io, true)] {
+        if let Some(win) = win {
+            let dev = BarWindow { bus: pci.clone(), base: win.base, io };
+            let bus = if io { &mut buses.pio } else { &mut buses.mmio };
+            bus.insert(win.base, win.size, Arc::new(Mutex::new(dev)))?;
+        }
+    }
+    Ok(())
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}

@@ -35,8 +35,8 @@ pub enum AcpiError {
 pub struct AcpiInputs<'a> {
     /// Number of vCPUs (APIC ids 0..cpus).
     pub cpus: u8,
-    /// Extra DSDT objects (the PCI root bridge, for instance).
-    pub dsdt_devices: Vec<&'a dyn Aml>,
+    /// Extra DSDT objects as AML bytes (the PCI root bridge, for instance).
+    pub dsdt_devices: &'a [u8],
     /// Other tables to list in the XSDT (the MCFG, for instance), as raw bytes.
     pub extra_tables: Vec<Vec<u8>>,
 }
@@ -51,13 +51,11 @@ fn io_register(port: u16) -> GAS {
     GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, u64::from(port))
 }
 
-fn dsdt(devices: &[&dyn Aml]) -> Vec<u8> {
+fn dsdt(devices: &[u8]) -> Vec<u8> {
     let mut t = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE, 1);
     let s5 = Name::new("_S5_".into(), &Package::new(vec![&S5_SLEEP_TYPE, &S5_SLEEP_TYPE, &0u8, &0u8]));
     s5.to_aml_bytes(&mut t);
-    for d in devices {
-        d.to_aml_bytes(&mut t);
-    }
+    devices.iter().for_each(|&b| t.append(b));
     t.update_checksum();
     t.as_slice().to_vec()
 }
@@ -130,7 +128,7 @@ mod tests {
     #[test]
     fn rsdp_leads_to_fadt_and_madt_with_every_cpu() {
         let mem = create_guest_memory(&MemoryConfig { size: 64 << 20, hugepages: false, mergeable: false }).unwrap();
-        write_tables(&mem, &AcpiInputs { cpus: 3, dsdt_devices: vec![], extra_tables: vec![] }).unwrap();
+        write_tables(&mem, &AcpiInputs { cpus: 3, dsdt_devices: &[], extra_tables: vec![] }).unwrap();
         let mut rsdp = [0u8; 36];
         mem.read_slice(&mut rsdp, GuestAddress(layout::ACPI_START)).unwrap();
         assert_eq!(&rsdp[..8], b"RSD PTR ");

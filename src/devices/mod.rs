@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod pci;
 pub mod serial;
 
 pub use bus::{Bus, BusDevice};

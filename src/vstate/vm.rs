@@ -2,6 +2,8 @@
 //! memory slots, and creating the in-kernel IOAPIC, PIC, LAPICs and PIT.
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use std::sync::Arc;
+
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
@@ -45,7 +47,7 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 /// An open KVM VM.
 pub struct Vm {
     kvm: Kvm,
-    fd: VmFd,
+    fd: Arc<VmFd>,
 }
 
 impl Vm {
@@ -57,12 +59,17 @@ impl Vm {
             _ => VmError::KvmOpen(e),
         })?;
         let fd = kvm.create_vm().map_err(kvm_err("create a VM"))?;
-        Ok(Vm { kvm, fd })
+        Ok(Vm { kvm, fd: Arc::new(fd) })
     }
 
     /// The VM's file descriptor, for devices that register irqfds and slots.
     pub fn fd(&self) -> &VmFd {
         &self.fd
+    }
+
+    /// The VM's file descriptor, shared with devices that outlive this borrow.
+    pub fn shared_fd(&self) -> Arc<VmFd> {
+        self.fd.clone()
     }
 
     /// Refuses `cpus` above KVM's limit.
