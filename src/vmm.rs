@@ -161,7 +161,8 @@ impl Machine {
         }
         let kernel = linux::load(&self.mem, self.mem_size, &config.kernel, config.initramfs.as_deref(), &config.cmdline)?;
         cpu::write_boot_tables(&self.mem)?;
-        let dsdt = pci_glue::dsdt_aml(self.mem_size);
+        let mut dsdt = crate::devices::serial::dsdt_aml();
+        dsdt.extend(pci_glue::dsdt_aml(self.mem_size));
         let inputs = acpi::AcpiInputs { cpus: self.vcpus.len() as u8, dsdt_devices: &dsdt, extra_tables: vec![pci_glue::mcfg()] };
         acpi::write_tables(&self.mem, &inputs)?;
         self.vcpus[0].set_boot_entry(kernel.entry)?;

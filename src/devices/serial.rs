@@ -9,8 +9,12 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
+use acpi_tables::aml::{Device, EISAName, Interrupt, Name, ResourceTemplate, IO};
+use acpi_tables::Aml;
+
 use super::BusDevice;
 use crate::exit::{ExitHandle, ExitReason};
+use crate::layout::{SERIAL_IRQ, SERIAL_PORT};
 
 /// What Linux prints first when it panics.
 const PANIC_MARKER: &[u8] = b"Kernel panic - not syncing";
@@ -96,6 +100,21 @@ impl BusDevice for SerialDevice {
             }
         }
     }
+}
+
+/// COM1 as a DSDT device (PNP0501). With hardware-reduced ACPI Linux has no
+/// legacy PIC, so only a UART that ACPI describes gets its interrupt mapped.
+pub fn dsdt_aml() -> Vec<u8> {
+    let hid = EISAName::new("PNP0501");
+    let uid = 0u8;
+    let irq = Interrupt::new(true, true, false, false, SERIAL_IRQ);
+    let ports = IO::new(SERIAL_PORT, SERIAL_PORT, 1, 8);
+    let crs = ResourceTemplate::new(vec![&ports, &irq]);
+    let names = [Name::new("_HID".into(), &hid), Name::new("_UID".into(), &uid), Name::new("_CRS".into(), &crs)];
+    let com1 = Device::new("_SB_.COM1".into(), names.iter().map(|n| n as &dyn Aml).collect());
+    let mut bytes = Vec::new();
+    com1.to_aml_bytes(&mut bytes);
+    bytes
 }
 
 /// Feeds stdin to the UART until EOF, on its own thread.
