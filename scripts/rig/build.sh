@@ -1,0 +1,172 @@
+#!/bin/bash
+# Build the nested test rig: kernels, cached initramfs parts and a static vfio-vmm.
+# Everything lands in ${RIG_DIR:-target/rig}; a second run with nothing changed
+# only re-checks and takes a few seconds. See scripts/rig/README.md.
+set -euo pipefail
+shopt -s inherit_errexit
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RIG_DIR=${RIG_DIR:-$ROOT/target/rig}
+PROFILE=${RIG_CARGO_PROFILE:-release}
+TRIPLE=x86_64-unknown-linux-gnu
+
+# Kernel modules (plus their dependencies) put into each initramfs.
+L1_MODULES=(vfio vfio_iommu_type1 vfio_pci kvm_amd virtio_pci virtio_net e1000e e1000
+            uio_pci_generic tun bridge veth)
+L2_MODULES=(e1000e e1000 virtio_pci virtio_net uio_pci_generic)
+
+say() { echo "rig-build: $*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -q "$@"; }
+
+# --- 1. host packages --------------------------------------------------------
+install_packages() {
+    local p missing=()
+    for p in qemu-system-x86 busybox-static cpio kmod; do
+        [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return
+    say "installing ${missing[*]}"
+    apt_get install -y --no-install-recommends "${missing[@]}" ||
+        { apt_get update && apt_get install -y --no-install-recommends "${missing[@]}"; }
+}
+
+# --- 2. kernel: the linux-image-* that linux-image-amd64 points to ------------
+download() { apt-get -q -o APT::Sandbox::User=root download "$1"; }
+kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}'; }
+
+fetch_kernel() { # prints the cached .deb
+    local pkg deb
+    pkg=$(kernel_pkg)
+    [ -n "$pkg" ] || { apt_get update >&2 || true; pkg=$(kernel_pkg); }
+    # no package name (offline, no apt lists): reuse whatever kernel is cached
+    deb=$(find "$RIG_DIR/kernel" -name "${pkg:-linux-image-*}_*.deb" | head -n1)
+    if [ -z "$deb" ] && [ -n "$pkg" ]; then
+        say "fetching $pkg"
+        rm -f "$RIG_DIR"/kernel/*.deb # an older ABI
+        (cd "$RIG_DIR/kernel" && { download "$pkg" || { apt_get update && download "$pkg"; }; }) >&2
+        deb=$(find "$RIG_DIR/kernel" -name "${pkg}_*.deb" | head -n1)
+    fi
+    [ -n "$deb" ] || die "cannot resolve linux-image-amd64 (apt lists?) and no kernel is cached"
+    echo "$deb"
+}
+
+# --- helpers for initramfs parts ---------------------------------------------
+# up_to_date OUT KEY: true if OUT exists and was built from KEY.
+up_to_date() { [ -e "$1" ] && [ "$(cat "$1.key" 2>/dev/null)" = "$2" ]; }
+mkcpio() { # mkcpio DIR OUT
+    (cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$2.tmp"
+    mv "$2.tmp" "$2"
+}
+
+add_busybox() { # add_busybox DIR
+    local a
+    mkdir -p "$1"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root}
+    cp /bin/busybox "$1/bin/busybox"
+    for a in $(/bin/busybox --list-full); do
+        [ -e "$1/$a" ] || ln -s /bin/busybox "$1/$a"
+    done
+}
+
+add_modules() { # add_modules DIR KTREE KV MODULE...
+    local dst=$1 kt=$2 kv=$3 m f
+    shift 3
+    mkdir -p "$dst/lib/modules/$kv"
+    for m in "$@"; do
+        modprobe -d "$kt" -S "$kv" --show-depends "$m" | awk '$1 == "insmod" {print $2}' |
+            while read -r f; do
+                mkdir -p "$dst/$(dirname "${f#"$kt"}")"
+                cp "$f" "$dst/${f#"$kt"}"
+            done
+    done
+    cp "$kt/lib/modules/$kv"/modules.{builtin,builtin.modinfo,order} "$dst/lib/modules/$kv/"
+    depmod -b "$dst" "$kv"
+}
+
+base_cpio() { # base_cpio OUT KTREE KV MODULE...: busybox + modules
+    local out=$1 st="$RIG_DIR/stage"
+    shift
+    say "building $out"
+    rm -rf "$st"; add_busybox "$st"; add_modules "$st" "$@"
+    mkcpio "$st" "$out"; rm -rf "$st"
+}
+
+kernel_parts() { # kernel_parts DEB KEY: L1 and L2 vmlinuz and base cpios
+    local deb=$1 key=$2 kt=$RIG_DIR/ktree kv
+    [ -e "$RIG_DIR/l2/base.cpio" ] && up_to_date "$RIG_DIR/l1/base.cpio" "$key" && return
+    rm -rf "$kt" "$RIG_DIR/l1/base.cpio.key"
+    say "extracting $(basename "$deb")"
+    dpkg-deb -x "$deb" "$kt"
+    kv=$(ls "$kt/lib/modules")
+    depmod -b "$kt" "$kv"
+    cp "$kt/boot/vmlinuz-$kv" "$RIG_DIR/l1/vmlinuz"
+    cp "$kt/boot/vmlinuz-$kv" "$RIG_DIR/l2/vmlinuz"
+    base_cpio "$RIG_DIR/l1/base.cpio" "$kt" "$kv" "${L1_MODULES[@]}"
+    base_cpio "$RIG_DIR/l2/base.cpio" "$kt" "$kv" "${L2_MODULES[@]}"
+    rm -rf "$kt"
+    echo "$key" > "$RIG_DIR/l1/base.cpio.key"
+}
+
+qemu_cpio() { # qemu_cpio OUT KEY: qemu-system-x86_64 + shared libs + firmware
+    local out=$1 key=$2 st="$RIG_DIR/stage" q=/usr/bin/qemu-system-x86_64 l f
+    up_to_date "$out" "$key" && return
+    say "building $out"
+    rm -rf "$st"; mkdir -p "$st/usr/bin" "$st/usr/share/qemu" "$st/usr/share/seabios"
+    cp "$q" "$st/usr/bin/"
+    for l in $(ldd "$q" | awk '/=> \// {print $3} /^\t\/.*ld-linux/ {print $1}'); do
+        mkdir -p "$st/$(dirname "$l")"; cp -L "$l" "$st/$l"
+    done
+    cp -L /usr/share/seabios/bios-256k.bin "$st/usr/share/seabios/"
+    for f in linuxboot_dma.bin kvmvapic.bin; do cp -L "/usr/share/qemu/$f" "$st/usr/share/qemu/"; done
+    mkcpio "$st" "$out"; rm -rf "$st"
+    echo "$key" > "$out.key"
+}
+
+# --- 3. vfio-vmm, static -------------------------------------------------------
+vmm_binary() { # prints the path of the static binary
+    local bin
+    if [ -n "${RIG_VMM_BIN:-}" ]; then
+        bin=$RIG_VMM_BIN
+        say "using RIG_VMM_BIN=$bin instead of building"
+    else
+        say "cargo build --profile $PROFILE --target $TRIPLE (static)"
+        (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+            cargo build --profile "$PROFILE" --target "$TRIPLE" -p vfio-vmm --bin vfio-vmm >&2) ||
+            die "cargo build of vfio-vmm failed (see above); set RIG_VMM_BIN=PATH to use a prebuilt static binary"
+        local pdir=$PROFILE
+        [ "$PROFILE" = dev ] && pdir=debug
+        bin=${CARGO_TARGET_DIR:-$ROOT/target}/$TRIPLE/$pdir/vfio-vmm
+    fi
+    [ -x "$bin" ] || die "vfio-vmm binary $bin not found"
+    grep -qE 'statically linked|not a dynamic executable' <<< "$(ldd "$bin" 2>&1 || true)" ||
+        die "$bin is dynamically linked; the L1 initramfs needs a static binary"
+    echo "$bin"
+}
+
+main() {
+    mkdir -p "$RIG_DIR"/{kernel,l1,l2,logs}
+    RIG_DIR=$(cd "$RIG_DIR" && pwd)
+    install_packages
+    local deb bb self bin
+    deb=$(fetch_kernel)
+    bb=$(dpkg-query -W -f='${Version}' busybox-static)
+    self=$(sha256sum "$HERE/build.sh" | cut -c1-16)
+
+    kernel_parts "$deb" "$(basename "$deb") $bb $self"
+    qemu_cpio "$RIG_DIR/l1/qemu.cpio" "$(dpkg-query -W -f='${Version}' qemu-system-x86) $self"
+
+    bin=$(vmm_binary)
+    if ! cmp -s "$bin" "$RIG_DIR/l1/vfio-vmm" || [ ! -e "$RIG_DIR/l1/vmm.cpio" ]; then
+        say "packing $bin"
+        rm -rf "$RIG_DIR/stage"; mkdir -p "$RIG_DIR/stage/rig/bin"
+        cp "$bin" "$RIG_DIR/stage/rig/bin/vfio-vmm"
+        mkcpio "$RIG_DIR/stage" "$RIG_DIR/l1/vmm.cpio"; rm -rf "$RIG_DIR/stage"
+        cp "$bin" "$RIG_DIR/l1/vfio-vmm"
+    fi
+    say "ready in $RIG_DIR: $(basename "$deb"), L1 parts $(du -sh "$RIG_DIR/l1" | cut -f1)"
+}
+
+main "$@"

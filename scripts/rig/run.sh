@@ -1,0 +1,113 @@
+#!/bin/bash
+# Run rig scenarios: one L1 boot under QEMU TCG per scenario.
+# Usage: scripts/rig/run.sh SCENARIO...   (scripts/rig/run.sh --list)
+# Prints "RIG PASS <name>" or "RIG FAIL <name>: <reason>" per scenario and
+# exits 0 only if all passed. Knobs: see scripts/rig/README.md.
+set -euo pipefail
+shopt -s inherit_errexit
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RIG_DIR=${RIG_DIR:-$ROOT/target/rig}
+RIG_IOMMU=${RIG_IOMMU:-intel}
+RIG_TIMEOUT=${RIG_TIMEOUT:-300}
+RIG_L1_MEM=${RIG_L1_MEM:-1536}
+RIG_L2_TIMEOUT=${RIG_L2_TIMEOUT:-150}
+RIG_L2_KARGS=${RIG_L2_KARGS-quiet}
+
+usage() { echo "usage: $0 SCENARIO... (built-in: $(list | tr '\n' ' ')custom)" >&2; exit 2; }
+list() { find "$HERE/scenarios" -name '*.l1.sh' | sed 's,.*/,,; s,\.l1\.sh$,,' | sort; }
+q() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for sh
+
+[ $# -gt 0 ] || usage
+if [ "$1" = --list ]; then list; echo custom; exit 0; fi
+
+case $RIG_IOMMU in
+    intel) IOMMU_DEV=intel-iommu,intremap=on,caching-mode=on ;;
+    amd) IOMMU_DEV=amd-iommu,intremap=on ;;
+    *) echo "RIG_IOMMU must be intel or amd" >&2; exit 2 ;;
+esac
+read -ra EXTRA_DEVS <<< "${RIG_L1_DEVICES:-}"
+
+"$HERE/build.sh"
+RIG_DIR=$(cd "$RIG_DIR" && pwd)
+
+# run_scenario NAME: boot L1 once; prints the verdict line, returns 0 on PASS.
+run_scenario() {
+    local name=$1 l1 l2 st log rc verdict
+    if [ "$name" = custom ]; then
+        l1=${RIG_L1_SCRIPT:?scenario custom needs RIG_L1_SCRIPT=FILE}
+        l2=${RIG_L2_SCRIPT:-}
+    else
+        l1=$HERE/scenarios/$name.l1.sh
+        l2=$HERE/scenarios/$name.l2.sh
+        [ -f "$l1" ] || { echo "RIG FAIL $name: no such scenario ($l1)"; return 1; }
+        [ -f "$l2" ] || l2=""
+    fi
+    st=$RIG_DIR/run/$name
+    log=$RIG_DIR/logs/$name.log
+    rm -rf "$st"
+    mkdir -p "$st/l2/rig" "$st/l1/rig/l2" "$RIG_DIR/logs"
+
+    # L2 initramfs = cached busybox+modules, then /init and the L2 script.
+    install -m 755 "$HERE/l2-init" "$st/l2/init"
+    [ -z "$l2" ] || install -m 755 "$l2" "$st/l2/rig/l2.sh"
+    (cd "$st/l2" && find . | cpio -o -H newc -R 0:0 --quiet) |
+        cat "$RIG_DIR/l2/base.cpio" - > "$st/l1/rig/l2/initramfs.cpio"
+    cp "$RIG_DIR/l2/vmlinuz" "$st/l1/rig/l2/vmlinuz"
+
+    # L1 initramfs = cached base, qemu and vfio-vmm parts, then this scenario's part.
+    install -m 755 "$HERE/l1-init" "$st/l1/init"
+    install -m 755 "$l1" "$st/l1/rig/l1.sh"
+    cp "$HERE/lib.sh" "$st/l1/rig/lib.sh"
+    cp -rL "$HERE/scenarios" "$st/l1/rig/scenarios"
+    {
+        for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT; do echo "$v=$(q "${!v}")"; done
+        echo "RIG_SCENARIO=$(q "$name")"
+    } > "$st/l1/rig/env"
+    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio")
+    case ${RIG_L1_QEMU:-auto} in # QEMU adds 50M and ~6 s to every L1 boot
+        1) parts+=("$RIG_DIR/l1/qemu.cpio") ;;
+        auto) grep -q qemu-system-x86_64 "$l1" && parts+=("$RIG_DIR/l1/qemu.cpio") ;;
+    esac
+    (cd "$st/l1" && find . | cpio -o -H newc -R 0:0 --quiet) |
+        cat "${parts[@]}" - > "$st/initrd.cpio"
+    rm -rf "$st/l1" "$st/l2"
+
+    # shellcheck disable=SC2054 # the commas are QEMU's
+    local cmd=(timeout -k 10 "$RIG_TIMEOUT" qemu-system-x86_64
+        -machine q35,accel=tcg,kernel-irqchip=split -cpu max -smp 2 -m "$RIG_L1_MEM"
+        -nodefaults -no-user-config -nographic -serial stdio -monitor none -no-reboot
+        -device "$IOMMU_DEV" "${EXTRA_DEVS[@]}"
+        -kernel "$RIG_DIR/l1/vmlinuz" -initrd "$st/initrd.cpio"
+        -append "console=ttyS0 panic=-1 quiet ${RIG_IOMMU}_iommu=on iommu=pt ${RIG_L1_KARGS:-}")
+    echo "# ${cmd[*]}" > "$log"
+    local t0=$SECONDS
+    rc=0
+    if [ "${RIG_VERBOSE:-0}" = 1 ]; then
+        "${cmd[@]}" < /dev/null 2>&1 | tee -a "$log" >&2 || rc=$?
+    else
+        "${cmd[@]}" < /dev/null >> "$log" 2>&1 || rc=$?
+    fi
+    echo "# qemu exit status $rc after $((SECONDS - t0))s" >> "$log"
+    rm -rf "$st"
+
+    tr -d '\r' < "$log" | sed -n 's/^RIG-OUT: /  /p'
+    verdict=$(tr -d '\r' < "$log" | grep -a '^RIG-VERDICT: ' | tail -n1 | cut -d' ' -f2-) || true
+    case $verdict in
+        PASS) echo "RIG PASS $name"; return 0 ;;
+        FAIL\ *) echo "RIG FAIL $name: ${verdict#FAIL } (log: $log)" ;;
+        *) if [ $rc = 124 ] || [ $rc = 137 ]; then
+               echo "RIG FAIL $name: no verdict, L1 timed out after ${RIG_TIMEOUT}s (log: $log)"
+           else
+               echo "RIG FAIL $name: no verdict, qemu exit status $rc (log: $log)"
+           fi ;;
+    esac
+    return 1
+}
+
+status=0
+for s in "$@"; do
+    run_scenario "$s" || status=1
+done
+exit $status
