@@ -71,6 +71,8 @@ pub const ACPI_RESET_VALUE: u8 = 0x1;
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// COM1's ISA interrupt.
 pub const SERIAL_IRQ: u32 = 4;
+/// CMOS/RTC index port (data at +1).
+pub const CMOS_PORT: u16 = 0x70;
 /// i8042 data and command ports start here (0x60, 0x64).
 pub const I8042_PORT: u16 = 0x60;
 

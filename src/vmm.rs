@@ -107,6 +107,7 @@ impl Machine {
         let mut buses = Buses::default();
         buses.pio.insert(u64::from(layout::SERIAL_PORT), 8, serial.clone())?;
         buses.pio.insert(u64::from(layout::I8042_PORT), 5, Arc::new(Mutex::new(I8042(I8042Device::new(ResetLine(exit.clone()))))))?;
+        buses.pio.insert(u64::from(layout::CMOS_PORT), 2, Arc::new(Mutex::new(crate::devices::cmos::Cmos::default())))?;
         buses.pio.insert(u64::from(layout::ACPI_SLEEP_CONTROL_PORT), AcpiPm::PORTS, Arc::new(Mutex::new(AcpiPm::new(exit.clone()))))?;
 
         let pci = pci_glue::new_bus(memory.size)?;

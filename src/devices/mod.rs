@@ -1,8 +1,10 @@
 //! Emulated devices and the buses that route guest port and MMIO accesses to them.
 
 pub mod bus;
+pub mod cmos;
 pub mod legacy;
 pub mod pci;
 pub mod serial;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice};
