@@ -1,0 +1,401 @@
+//! virtio-net on a tap: the `--net tap=NAME[,mac=MAC]` option
+//! ([`NetConfig`]), MAC addresses, and the device model [`Net`] — the
+//! features it offers (checksum and TSO offloads in both directions, the
+//! guest-bound ones only if the tap accepts them), its configuration space
+//! (MAC, link up) and the worker it starts on DRIVER_OK.
+//!
+//! One receive queue (0) and one transmit queue (1); no control queue, no
+//! mergeable receive buffers: a guest that accepts TSO posts 64 KiB buffers.
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_S_LINK_UP,
+};
+use virtio_queue::QueueT;
+
+use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
+use super::worker::{NetWorker, WorkerHandle};
+use super::{ActivateContext, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1};
+
+/// Virtio device type of a network card.
+pub const NET_DEVICE_TYPE: u16 = 1;
+/// Ring size of each queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Index of the receive queue.
+pub const RX_QUEUE: usize = 0;
+/// Index of the transmit queue.
+pub const TX_QUEUE: usize = 1;
+
+/// Feature bit `bit` as a mask.
+const fn bit(bit: u32) -> u64 {
+    1 << bit
+}
+
+/// Features offered whatever the tap supports.
+const BASE_FEATURES: u64 = F_VERSION_1
+    | F_EVENT_IDX
+    | F_INDIRECT_DESC
+    | bit(VIRTIO_NET_F_MAC)
+    | bit(VIRTIO_NET_F_STATUS)
+    | bit(VIRTIO_NET_F_CSUM)
+    | bit(VIRTIO_NET_F_HOST_TSO4)
+    | bit(VIRTIO_NET_F_HOST_TSO6);
+/// Guest-bound offloads, offered when the tap takes TUNSETOFFLOAD.
+const GUEST_OFFLOADS: u64 =
+    bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6);
+
+/// Errors of the `--net` option and of building a virtio-net device.
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// The option text is not `tap=NAME[,mac=MAC]`.
+    #[error("--net {text:?}: {why} (expected tap=NAME[,mac=MAC])")]
+    Syntax {
+        /// The option as given.
+        text: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The MAC address is malformed or not a unicast address.
+    #[error("invalid MAC address {0:?}: expected six hex bytes like 02:00:00:00:00:01, unicast, not all zero")]
+    BadMac(String),
+    /// The tap could not be opened or configured.
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    /// The PCI side of the device could not be built.
+    #[error("virtio-net PCI function: {0}")]
+    Transport(#[source] super::pci_transport::TransportError),
+}
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddress(pub [u8; 6]);
+
+impl MacAddress {
+    /// The default address of the `index`th NIC: locally administered,
+    /// unicast, the same for the same index on every run.
+    pub fn default_for(index: usize) -> Self {
+        // Truncations intended: the low 24 bits of the index.
+        MacAddress([
+            0x02,
+            0x76,
+            0x66,
+            (index >> 16) as u8,
+            (index >> 8) as u8,
+            index as u8,
+        ])
+    }
+}
+
+impl FromStr for MacAddress {
+    type Err = NetError;
+
+    fn from_str(s: &str) -> Result<Self, NetError> {
+        let bad = || NetError::BadMac(s.to_string());
+        let mut bytes = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut bytes {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() || bytes[0] & 1 != 0 || bytes == [0; 6] {
+            return Err(bad());
+        }
+        Ok(MacAddress(bytes))
+    }
+}
+
+impl fmt::Display for MacAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+/// One `--net` option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Tap interface name.
+    pub tap: String,
+    /// MAC address given with `mac=`, if any.
+    pub mac: Option<MacAddress>,
+}
+
+impl NetConfig {
+    /// Parses `tap=NAME[,mac=MAC]`.
+    pub fn parse(text: &str) -> Result<Self, NetError> {
+        let syntax = |why: &str| NetError::Syntax {
+            text: text.to_string(),
+            why: why.to_string(),
+        };
+        let mut tap = None;
+        let mut mac = None;
+        for item in text.split(',') {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| syntax(&format!("{item:?} is not key=value")))?;
+            match key {
+                "tap" if tap.is_none() => {
+                    super::tap::check_name(value)?;
+                    tap = Some(value.to_string());
+                }
+                "mac" if mac.is_none() => mac = Some(value.parse()?),
+                "tap" | "mac" => return Err(syntax(&format!("{key} given twice"))),
+                _ => return Err(syntax(&format!("unknown key {key:?}"))),
+            }
+        }
+        let tap = tap.ok_or_else(|| syntax("tap=NAME is missing"))?;
+        Ok(NetConfig { tap, mac })
+    }
+
+    /// The MAC of this NIC when it is the `index`th `--net`.
+    pub fn mac_for(&self, index: usize) -> MacAddress {
+        self.mac.unwrap_or_else(|| MacAddress::default_for(index))
+    }
+}
+
+impl FromStr for NetConfig {
+    type Err = NetError;
+
+    fn from_str(s: &str) -> Result<Self, NetError> {
+        NetConfig::parse(s)
+    }
+}
+
+/// The virtio-net device model.
+pub struct Net {
+    /// The tap (the worker gets a duplicate).
+    tap: Tap,
+    /// The guest's MAC address.
+    mac: MacAddress,
+    /// Features offered.
+    features: u64,
+    /// Maximum queue sizes (receive, transmit).
+    queue_sizes: [u16; 2],
+    /// The running worker, between DRIVER_OK and reset.
+    worker: Option<WorkerHandle>,
+}
+
+impl Net {
+    /// Opens the tap of `config` (the `index`th `--net`) and works out the
+    /// features it supports.
+    pub fn new(config: &NetConfig, index: usize) -> Result<Self, NetError> {
+        let tap = Tap::open(&config.tap)?;
+        Ok(Net::with_tap(tap, config.mac_for(index)))
+    }
+
+    /// A device on an already open tap.
+    pub fn with_tap(tap: Tap, mac: MacAddress) -> Self {
+        let mut features = BASE_FEATURES;
+        // Guest-bound offloads only if the kernel lets this tap carry them;
+        // until the driver says what it accepts, the tap gets none.
+        if tap
+            .set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            .is_ok()
+        {
+            features |= GUEST_OFFLOADS;
+        }
+        if let Err(e) = tap.set_offload(0) {
+            log::warn!("tap {}: {e}", tap.name());
+        }
+        Net {
+            tap,
+            mac,
+            features,
+            queue_sizes: [QUEUE_SIZE; 2],
+            worker: None,
+        }
+    }
+
+    /// The guest's MAC address.
+    pub fn mac(&self) -> MacAddress {
+        self.mac
+    }
+
+    /// The tap's name.
+    pub fn tap_name(&self) -> &str {
+        self.tap.name()
+    }
+
+    /// The configuration space: mac[6], status, max_virtqueue_pairs.
+    fn config_image(&self) -> [u8; 10] {
+        let mut img = [0u8; 10];
+        img[..6].copy_from_slice(&self.mac.0);
+        // Constant that fits 16 bits.
+        img[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        img[8..10].copy_from_slice(&1u16.to_le_bytes());
+        img
+    }
+}
+
+/// The tap offloads matching the guest-bound features the driver accepted.
+pub fn tap_offloads(features: u64) -> u32 {
+    let mut flags = 0;
+    if features & bit(VIRTIO_NET_F_GUEST_CSUM) != 0 {
+        flags |= TUN_F_CSUM;
+        if features & bit(VIRTIO_NET_F_GUEST_TSO4) != 0 {
+            flags |= TUN_F_TSO4;
+        }
+        if features & bit(VIRTIO_NET_F_GUEST_TSO6) != 0 {
+            flags |= TUN_F_TSO6;
+        }
+    }
+    flags
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u16 {
+        NET_DEVICE_TYPE
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let img = self.config_image();
+        for (i, out) in data.iter_mut().enumerate() {
+            *out = offset
+                .checked_add(i as u64)
+                .and_then(|o| usize::try_from(o).ok())
+                .and_then(|o| img.get(o))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        log::debug!(
+            "virtio-net {}: ignoring {}-byte config write at {offset:#x}",
+            self.tap.name(),
+            data.len()
+        );
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), String> {
+        self.reset();
+        if let Some(i) = ctx.queues.iter().position(|q| !q.ready()) {
+            return Err(format!("the driver did not enable queue {i}"));
+        }
+        let offloads = tap_offloads(ctx.features);
+        self.tap.set_offload(offloads).map_err(|e| e.to_string())?;
+        let tap = self.tap.try_clone().map_err(|e| e.to_string())?;
+        let worker = NetWorker::new(ctx, tap).map_err(|e| e.to_string())?;
+        let handle = WorkerHandle::spawn(format!("virtio-net-{}", self.tap.name()), worker)
+            .map_err(|e| e.to_string())?;
+        self.worker = Some(handle);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(mut worker) = self.worker.take() {
+            worker.stop();
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tap_and_mac() {
+        let c = NetConfig::parse("tap=vnet0,mac=02:aa:BB:cc:dd:0e").unwrap();
+        assert_eq!(c.tap, "vnet0");
+        assert_eq!(c.mac, Some(MacAddress([2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e])));
+        assert_eq!(c.mac_for(5).to_string(), "02:aa:bb:cc:dd:0e");
+        let c: NetConfig = "tap=t1".parse().unwrap();
+        assert_eq!(
+            c,
+            NetConfig {
+                tap: "t1".into(),
+                mac: None
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_macs_are_errors() {
+        for mac in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "02-00-00-00-00-01",
+            "0g:00:00:00:00:01",
+            "2:00:00:00:00:01",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "02:00:00:00:00:+1",
+        ] {
+            let err = NetConfig::parse(&format!("tap=t,mac={mac}")).unwrap_err();
+            assert!(matches!(err, NetError::BadMac(_)), "{mac:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_option_text_is_an_error() {
+        for text in [
+            "",
+            "mac=02:00:00:00:00:01",
+            "tap",
+            "tap=a,tap=b",
+            "tap=a,speed=10",
+            "tap=a,",
+        ] {
+            assert!(
+                matches!(NetConfig::parse(text), Err(NetError::Syntax { .. })),
+                "{text:?}"
+            );
+        }
+        assert!(matches!(
+            NetConfig::parse("tap=a/b"),
+            Err(NetError::Tap(TapError::BadName(_)))
+        ));
+    }
+
+    #[test]
+    fn default_macs_are_deterministic_local_unicast_and_distinct() {
+        let a = MacAddress::default_for(0);
+        assert_eq!(a, MacAddress::default_for(0));
+        assert_ne!(a, MacAddress::default_for(1));
+        assert_eq!(a.0[0] & 0x03, 0x02, "locally administered, unicast");
+        assert_eq!(
+            MacAddress::default_for(0x0102).to_string(),
+            "02:76:66:00:01:02"
+        );
+        let c = NetConfig::parse("tap=t").unwrap();
+        assert_eq!(c.mac_for(3), MacAddress::default_for(3));
+    }
+
+    #[test]
+    fn tap_offloads_follow_the_guest_features() {
+        assert_eq!(tap_offloads(0), 0);
+        assert_eq!(
+            tap_offloads(GUEST_OFFLOADS),
+            TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+        );
+        // TSO without checksum offload is not something the tap accepts.
+        assert_eq!(tap_offloads(bit(VIRTIO_NET_F_GUEST_TSO4)), 0);
+    }
+}
