@@ -66,6 +66,8 @@ pub struct VmConfig {
     pub memory: MemoryConfig,
     /// Serial console backend.
     pub serial: SerialConfig,
+    /// Emulated virtio-net NICs, each on a tap.
+    pub net: Vec<crate::devices::virtio::NetConfig>,
 }
 
 /// Parses a size such as `512M`, `2G`, `65536K` or a bare number of MiB (as QEMU's `-m`).

@@ -53,6 +53,9 @@ struct RunArgs {
     /// Serial console: stdio or file=PATH.
     #[arg(long, default_value = "stdio")]
     serial: String,
+    /// A virtio-net NIC on a tap (created if missing); repeat for more NICs.
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    net: Vec<vfio_vmm::devices::virtio::NetConfig>,
 }
 
 impl RunArgs {
@@ -64,6 +67,7 @@ impl RunArgs {
             cpus: config::check_cpus(self.cpus)?,
             memory: MemoryConfig::parse(&self.memory)?,
             serial: SerialConfig::parse(&self.serial)?,
+            net: self.net,
         })
     }
 }

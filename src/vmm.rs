@@ -62,6 +62,12 @@ pub enum VmmError {
     /// The interrupt routing could not be set up.
     #[error("cannot set up interrupt routing: {0}")]
     Interrupts(#[from] pci::InterruptError),
+    /// A virtio-net NIC could not be created.
+    #[error("--net {0}: {1}")]
+    Net(usize, crate::devices::virtio::NetError),
+    /// No free PCI slot is left.
+    #[error("no free PCI slot left for another device: use fewer devices")]
+    BusFull,
     /// A KVM irqfd could not be registered.
     #[error("cannot wire {what}'s interrupt: {err}")]
     Irq {
@@ -155,10 +161,29 @@ impl Machine {
         self.interrupts.clone()
     }
 
+    /// A free slot on bus 0 (slot 0 is the host bridge).
+    fn free_pci_address(&self) -> Result<pci::PciAddress, VmmError> {
+        let used = self.pci.lock().unwrap_or_else(|p| p.into_inner()).addresses();
+        (1..32u8)
+            .find(|d| !used.iter().any(|a| a.device() == *d))
+            .and_then(|slot| pci::PciAddress::new(0, slot, 0).ok())
+            .ok_or(VmmError::BusFull)
+    }
+
+    /// Adds virtio-net NIC number `index`.
+    pub fn add_net(&mut self, config: &crate::devices::virtio::NetConfig, index: usize) -> Result<(), VmmError> {
+        let address = self.free_pci_address()?;
+        let dev = crate::devices::virtio::new_net_pci(config, index, address, self.mem.clone(), self.interrupts.clone(), self.vm.shared_fd())
+            .map_err(|e| VmmError::Net(index, e))?;
+        let mut bus = self.pci.lock().unwrap_or_else(|p| p.into_inner());
+        bus.add_device_at(address.device(), Box::new(dev))?;
+        Ok(())
+    }
+
     /// Loads Linux and writes every boot structure; the boot vCPU starts at the kernel.
     pub fn load_linux(&mut self, config: &VmConfig) -> Result<(), VmmError> {
         for p in self.pci.lock().unwrap_or_else(|p| p.into_inner()).assign_bars()? {
-            log::info!("{p:?}");
+            log::info!("PCI {} BAR {} at {:#x} size {:#x}", p.address, p.bar, p.base, p.def.size);
         }
         let kernel = linux::load(&self.mem, self.mem_size, &config.kernel, config.initramfs.as_deref(), &config.cmdline)?;
         cpu::write_boot_tables(&self.mem)?;
@@ -255,6 +280,9 @@ pub fn open_console(serial: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmE
 pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
     let console = open_console(&config.serial)?;
     let mut machine = Machine::new(&config.memory, config.cpus, console)?;
+    for (index, net) in config.net.iter().enumerate() {
+        machine.add_net(net, index)?;
+    }
     machine.load_linux(config)?;
     if config.serial == SerialConfig::Stdio {
         machine.connect_stdin()?;
