@@ -120,6 +120,37 @@ impl PciConfig {
         Ok(offset)
     }
 
+    /// Writes `cap` at `offset` with `next` as its next pointer, without
+    /// touching the chain: for passthrough devices that mirror the layout of
+    /// real hardware and link the list themselves. Sets the capability list
+    /// status bit.
+    pub fn add_capability_at(
+        &mut self,
+        offset: usize,
+        next: u8,
+        cap: &dyn PciCapability,
+    ) -> Result<(), CapabilityError> {
+        let body = cap.body();
+        let mask = cap.write_mask();
+        if mask.len() > body.len() {
+            return Err(CapabilityError::MaskTooLong {
+                mask: mask.len(),
+                body: body.len(),
+            });
+        }
+        let needed = body.len().saturating_add(2);
+        let available = CONFIG_SPACE_SIZE.saturating_sub(offset);
+        if offset < FIRST_CAPABILITY || needed > available {
+            return Err(CapabilityError::NoSpace { needed, available });
+        }
+        self.write_internal(offset, &[cap.id(), next]);
+        self.write_internal(offset + 2, &body);
+        self.set_write_mask(offset + 2, &mask);
+        let status = self.status() | STATUS_CAPABILITIES_LIST;
+        self.write_internal(STATUS, &status.to_le_bytes());
+        Ok(())
+    }
+
     /// Walks the capability list as the guest would: `(offset, id)` pairs.
     /// Stops at a null pointer, a pointer into the header, or after a bounded
     /// number of steps, so a corrupt chain cannot loop.

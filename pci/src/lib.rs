@@ -19,6 +19,7 @@
 //! | `bus.rs` | [`PciBus`]: slots, BAR assignment, config dispatch |
 //! | `host_bridge.rs` | [`HostBridge`] at 00:00.0 |
 //! | `legacy_io.rs` / `ecam.rs` | the two config access front ends |
+//! | `vfio/` | [`vfio::VfioPciDevice`]: a host function passed through VFIO |
 //!
 //! # Wiring in the VMM
 //!
@@ -78,6 +79,7 @@ pub mod intx;
 pub mod legacy_io;
 pub mod msi;
 pub mod msix;
+pub mod vfio;
 
 #[cfg(test)]
 mod tests;

@@ -183,12 +183,37 @@ impl Msi {
             });
         }
         let offset = config.add_capability(&cap)?;
-        Ok(Msi {
+        Ok(Self::with_vectors(cap, offset, vectors))
+    }
+
+    /// Like [`Msi::add_to`], but places the capability at `offset` with
+    /// `next` as its next pointer instead of appending it to the list (for a
+    /// passthrough device whose capability layout is the hardware's).
+    pub fn add_at(
+        config: &mut PciConfig,
+        offset: usize,
+        next: u8,
+        cap: MsiCapability,
+        vectors: Vec<Box<dyn MsiVector>>,
+    ) -> Result<Self, MsiError> {
+        if vectors.len() != cap.vectors {
+            return Err(MsiError::VectorCountMismatch {
+                expected: cap.vectors,
+                given: vectors.len(),
+            });
+        }
+        config.add_capability_at(offset, next, &cap)?;
+        Ok(Self::with_vectors(cap, offset, vectors))
+    }
+
+    /// The runtime state for a capability already written at `offset`.
+    fn with_vectors(cap: MsiCapability, offset: usize, vectors: Vec<Box<dyn MsiVector>>) -> Self {
+        Msi {
             cap,
             offset,
             vectors: vectors.into_iter().map(RoutedVector::new).collect(),
             enabled: false,
-        })
+        }
     }
 
     /// Offset of the capability in config space.

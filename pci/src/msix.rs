@@ -262,10 +262,32 @@ impl Msix {
         cap: MsixCapability,
         vectors: Vec<Box<dyn MsiVector>>,
     ) -> Result<Self, MsixError> {
-        if vectors.len() != cap.vectors {
+        Self::check(config, &cap, vectors.len())?;
+        let offset = config.add_capability(&cap)?;
+        Ok(Self::with_vectors(cap, offset, vectors))
+    }
+
+    /// Like [`Msix::add_to`], but places the capability at `offset` with
+    /// `next` as its next pointer instead of appending it to the list (for a
+    /// passthrough device whose capability layout is the hardware's).
+    pub fn add_at(
+        config: &mut PciConfig,
+        offset: usize,
+        next: u8,
+        cap: MsixCapability,
+        vectors: Vec<Box<dyn MsiVector>>,
+    ) -> Result<Self, MsixError> {
+        Self::check(config, &cap, vectors.len())?;
+        config.add_capability_at(offset, next, &cap)?;
+        Ok(Self::with_vectors(cap, offset, vectors))
+    }
+
+    /// Checks the vector count and that the table and PBA fit declared memory BARs.
+    fn check(config: &PciConfig, cap: &MsixCapability, given: usize) -> Result<(), MsixError> {
+        if given != cap.vectors {
             return Err(MsixError::VectorCountMismatch {
                 expected: cap.vectors,
-                given: vectors.len(),
+                given,
             });
         }
         for (bar, range) in [
@@ -283,8 +305,12 @@ impl Msix {
                 });
             }
         }
-        let offset = config.add_capability(&cap)?;
-        Ok(Msix {
+        Ok(())
+    }
+
+    /// The runtime state for a capability already written at `offset`.
+    fn with_vectors(cap: MsixCapability, offset: usize, vectors: Vec<Box<dyn MsiVector>>) -> Self {
+        Msix {
             cap,
             offset,
             table: vec![MsixEntry::RESET; cap.vectors],
@@ -292,7 +318,7 @@ impl Msix {
             vectors: vectors.into_iter().map(RoutedVector::new).collect(),
             enabled: false,
             function_masked: false,
-        })
+        }
     }
 
     /// The capability layout.
