@@ -1,0 +1,476 @@
+//! PCI passthrough glue: `--device BDF` strings become VFIO devices on the
+//! PCI bus. This file owns the KVM side of it (BAR mappings as KVM memory
+//! slots from slot 16 up, [`KvmBarMapper`] in `vfio/kvm.rs`), the adapter that
+//! lets the pci crate's device logic drive a real VFIO device ([`HostDevice`]
+//! in `vfio/host.rs`), and [`VfioPassthrough`], which runs the steps in the order the VMM needs them
+//! and releases everything in order at exit.
+//!
+//! Calls, in order (all before the guest starts, except the last two):
+//! 1. [`VfioPassthrough::open`] once the KVM VM exists and before guest RAM
+//!    is laid out: sysfs checks, container, devices, IOVA limits;
+//! 2. [`VfioPassthrough::plan_layout`] for RAM regions and the 64-bit window;
+//! 3. [`VfioPassthrough::check_memlock`] before allocating RAM;
+//! 4. [`VfioPassthrough::map_guest_memory`] once RAM exists;
+//! 5. [`VfioPassthrough::attach`] once the PCI bus exists, before `assign_bars`;
+//! 6. [`VfioPassthrough::bars_assigned`] with what `assign_bars` returned;
+//! 7. at exit, after the vCPUs stopped: [`VfioPassthrough::report`], then
+//!    [`VfioPassthrough::shutdown`] (also run on drop), before guest RAM is dropped.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use iommu::sysfs::Sysfs;
+use iommu::vfio::{
+    preflight, Container, ContainerError, DeviceHandle, GuestLayout, IovaConstraints, LayoutError,
+    LayoutRequest, MemlockError, PlannedDevice, PreflightError,
+};
+use iommu::{Bdf, BdfError};
+use kvm_ioctls::VmFd;
+use log::{info, warn};
+use pci::vfio::{
+    AttachContext, BarHandle, MapError, VfioDeviceOps, VfioPciDevice, VfioPciError, VfioPciOptions,
+    VfioStats,
+};
+use pci::{BarPlacement, BusError, InterruptManager, PciAddress, PciBus};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::layout;
+use crate::memory::GuestMemory;
+
+mod host;
+mod kvm;
+
+pub use host::HostDevice;
+pub use kvm::{KvmBarMapper, FIRST_BAR_SLOT};
+
+/// Alignment of the 64-bit PCI window.
+pub const MMIO64_ALIGN: u64 = 1 << 30;
+/// Guest RAM that must be usable from address 0 (boot structures, kernel, initrd).
+const MIN_LOW_RAM: u64 = 64 << 20;
+/// Granule of RAM regions (keeps 2 MiB huge pages usable).
+const RAM_GRANULE: u64 = 2 << 20;
+
+/// Errors setting up passthrough, each meant to be shown as is.
+#[derive(Debug, thiserror::Error)]
+pub enum VfioSetupError {
+    /// A `--device` value could not be understood.
+    #[error("--device {text}: {reason}")]
+    BadSpec {
+        /// The value given.
+        text: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A BDF is malformed.
+    #[error("--device: {0}")]
+    Bdf(#[from] BdfError),
+    /// A sysfs check failed.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    /// The container or a device could not be opened.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// Reserved regions could not be read.
+    #[error(transparent)]
+    Iova(#[from] iommu::vfio::IovaError),
+    /// No guest layout fits the IOMMU.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Guest RAM cannot be pinned.
+    #[error(transparent)]
+    Memlock(#[from] MemlockError),
+    /// The device could not be attached.
+    #[error(transparent)]
+    Device(#[from] VfioPciError),
+    /// A BAR does not fit the PCI windows.
+    #[error("{bdf}: BAR {bar} needs {} but the {window} has {}: this device cannot be passed through with the current windows", fmt_size(*size), fmt_size(*window_size))]
+    BarTooLarge {
+        /// Host device.
+        bdf: Bdf,
+        /// BAR index.
+        bar: usize,
+        /// BAR size.
+        size: u64,
+        /// Which window.
+        window: pci::WindowKind,
+        /// Its size.
+        window_size: u64,
+    },
+    /// The PCI bus refused the device.
+    #[error("{bdf}: cannot add to the PCI bus")]
+    Bus {
+        /// Host device.
+        bdf: Bdf,
+        /// The bus's error.
+        #[source]
+        source: BusError,
+    },
+    /// A BAR could not be mapped where it was assigned.
+    #[error("{bdf}: cannot map BAR {bar} at {base:#x}")]
+    BarMap {
+        /// Host device.
+        bdf: Bdf,
+        /// BAR index.
+        bar: usize,
+        /// Guest base.
+        base: u64,
+        /// The mapper's error.
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Formats a size for messages.
+fn fmt_size(bytes: u64) -> String {
+    iommu::host::format_size(bytes)
+}
+
+/// One `--device` value: a host PCI function and its options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VfioDeviceSpec {
+    /// Host address.
+    pub bdf: Bdf,
+    /// Options (`rombar=off`).
+    pub options: VfioPciOptions,
+}
+
+impl VfioDeviceSpec {
+    /// Parses `BDF[,rombar=on|off]`, where BDF is `0000:01:00.0`, `01:00.0`
+    /// or `/sys/bus/pci/devices/0000:01:00.0`.
+    pub fn parse(text: &str) -> Result<Self, VfioSetupError> {
+        let mut parts = text.split(',');
+        let first = parts.next().unwrap_or_default().trim();
+        let name = if first.starts_with('/') {
+            Path::new(first.trim_end_matches('/'))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            first.to_string()
+        };
+        let bdf: Bdf = name.parse()?;
+        let mut options = VfioPciOptions::default();
+        for opt in parts {
+            match opt.trim() {
+                "rombar=off" | "rombar=0" => options.rombar = false,
+                "rombar=on" | "rombar=1" => options.rombar = true,
+                other => {
+                    return Err(VfioSetupError::BadSpec {
+                        text: text.to_string(),
+                        reason: format!("unknown option '{other}' (known: rombar=on|off)"),
+                    })
+                }
+            }
+        }
+        Ok(VfioDeviceSpec { bdf, options })
+    }
+}
+
+/// A device on the bus.
+struct Attached {
+    /// Host address.
+    bdf: Bdf,
+    /// Guest address.
+    address: PciAddress,
+    /// Its BAR mappings.
+    bars: BarHandle,
+    /// Its counters.
+    stats: Arc<VfioStats>,
+}
+
+/// All passed-through devices of a VM and their container.
+pub struct VfioPassthrough {
+    /// What the user asked for, in order.
+    specs: Vec<VfioDeviceSpec>,
+    /// Checked devices with their groups.
+    planned: Vec<PlannedDevice>,
+    /// The container (`None` without devices).
+    container: Option<Container>,
+    /// Open devices, parallel to `planned`.
+    handles: Vec<Arc<DeviceHandle>>,
+    /// The IOMMU's limits on guest addresses.
+    constraints: IovaConstraints,
+    /// Devices on the bus.
+    attached: Vec<Attached>,
+    /// BAR slot maker.
+    mapper: Arc<KvmBarMapper>,
+    /// Whether shutdown ran.
+    released: bool,
+}
+
+impl VfioPassthrough {
+    /// Step 1: checks every device from sysfs (under `sysfs`, `/` on a real
+    /// host), creates KVM's VFIO device and the container, opens the
+    /// devices and reads the IOVA limits. With no specs nothing is opened.
+    pub fn open(
+        vm: Arc<VmFd>,
+        specs: Vec<VfioDeviceSpec>,
+        sysfs: &Sysfs,
+    ) -> Result<Self, VfioSetupError> {
+        let bdfs: Vec<Bdf> = specs.iter().map(|s| s.bdf).collect();
+        let planned = preflight(sysfs, &bdfs)?;
+        let mut this = VfioPassthrough {
+            specs,
+            planned,
+            container: None,
+            handles: Vec::new(),
+            constraints: IovaConstraints::default(),
+            attached: Vec::new(),
+            mapper: Arc::new(KvmBarMapper::new(Arc::clone(&vm))),
+            released: false,
+        };
+        if this.planned.is_empty() {
+            return Ok(this);
+        }
+        let container = Container::new(&vm)?;
+        for p in &this.planned {
+            this.handles.push(Arc::new(container.open_device(p)?));
+        }
+        let mut groups: Vec<u32> = this.planned.iter().map(|p| p.group).collect();
+        groups.dedup();
+        for group in groups {
+            this.constraints
+                .reserved
+                .extend(iommu::vfio::iova::reserved_regions(sysfs, group)?);
+        }
+        this.constraints.valid = container.iova_ranges()?;
+        this.container = Some(container);
+        Ok(this)
+    }
+
+    /// Whether no device is passed through.
+    pub fn is_empty(&self) -> bool {
+        self.planned.is_empty()
+    }
+
+    /// The IOMMU's limits on guest addresses.
+    pub fn constraints(&self) -> &IovaConstraints {
+        &self.constraints
+    }
+
+    /// Step 2: RAM regions and the 64-bit window base for `mem_size` bytes
+    /// of RAM, kept inside the IOMMU's usable addresses (without devices:
+    /// the usual layout). Use `ram` for guest memory and the E820 map.
+    pub fn plan_layout(&self, mem_size: u64) -> Result<GuestLayout, VfioSetupError> {
+        let request = LayoutRequest {
+            ram_size: mem_size,
+            low_ram_limit: layout::MMIO_HOLE_START,
+            high_ram_start: layout::FOUR_GIB,
+            fixed: vec![
+                (
+                    "32-bit PCI window".to_string(),
+                    layout::PCI_MMIO32_START,
+                    layout::PCI_MMIO32_SIZE,
+                ),
+                (
+                    "PCIe ECAM window".to_string(),
+                    layout::ECAM_START,
+                    layout::ECAM_SIZE,
+                ),
+            ],
+            mmio64_size: layout::PCI_MMIO64_SIZE,
+            mmio64_align: MMIO64_ALIGN,
+            granule: RAM_GRANULE,
+            min_low_ram: MIN_LOW_RAM,
+        };
+        Ok(iommu::vfio::plan(&self.constraints, &request)?)
+    }
+
+    /// Step 3: refuses to start when RLIMIT_MEMLOCK cannot cover `ram_bytes`.
+    pub fn check_memlock(&self, ram_bytes: u64) -> Result<(), VfioSetupError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        Ok(iommu::vfio::memlock::check(ram_bytes)?)
+    }
+
+    /// Step 4: maps every RAM region for DMA at IOVA = guest physical
+    /// address. `mem` must outlive [`VfioPassthrough::shutdown`].
+    pub fn map_guest_memory(&self, mem: &GuestMemory) -> Result<(), VfioSetupError> {
+        let Some(container) = &self.container else {
+            return Ok(());
+        };
+        for region in mem.iter() {
+            // SAFETY: the region is a live mapping owned by `mem`, which the
+            // VMM keeps until after `shutdown` unmaps it (documented above);
+            // guest memory is only accessed through vm-memory's volatile
+            // copies, never through references the device could race with.
+            unsafe {
+                container.map_dma(region.start_addr().0, region.len(), region.as_ptr() as u64)
+            }?;
+        }
+        info!(
+            "vfio: {} of guest RAM mapped for DMA",
+            fmt_size(container.mapped_bytes())
+        );
+        Ok(())
+    }
+
+    /// Step 5: puts each device on `bus` (first free slots, in `--device`
+    /// order) with interrupts from `irqs`; returns their guest addresses.
+    pub fn attach(
+        &mut self,
+        bus: &mut PciBus,
+        irqs: &dyn InterruptManager,
+    ) -> Result<Vec<PciAddress>, VfioSetupError> {
+        let mut addresses = Vec::new();
+        for (handle, spec) in self.handles.iter().zip(&self.specs) {
+            let taken = bus.addresses();
+            let slot = (0u8..32)
+                .find(|d| !taken.iter().any(|a| a.device() == *d))
+                .ok_or(VfioSetupError::Bus {
+                    bdf: spec.bdf,
+                    source: BusError::Full,
+                })?;
+            let address = PciAddress::new(0, slot, 0).map_err(|e| VfioSetupError::Bus {
+                bdf: spec.bdf,
+                source: e.into(),
+            })?;
+            let ops: Arc<dyn VfioDeviceOps> = Arc::new(HostDevice(Arc::clone(handle)));
+            let device = VfioPciDevice::attach(
+                ops,
+                AttachContext {
+                    name: spec.bdf.to_string(),
+                    address,
+                    interrupts: irqs,
+                    mapper: self.mapper.clone(),
+                    options: spec.options,
+                },
+            )?;
+            check_bars_fit(bus, &device, spec.bdf)?;
+            let attached = Attached {
+                bdf: spec.bdf,
+                address,
+                bars: device.bar_handle(),
+                stats: device.stats(),
+            };
+            bus.add_device_at(slot, Box::new(device))
+                .map_err(|source| VfioSetupError::Bus {
+                    bdf: spec.bdf,
+                    source,
+                })?;
+            info!("vfio: {} is {address} in the guest", spec.bdf);
+            self.attached.push(attached);
+            addresses.push(address);
+        }
+        Ok(addresses)
+    }
+
+    /// Step 6: maps the BARs where `PciBus::assign_bars` placed them (it
+    /// programs config space without telling devices). Later moves by the
+    /// guest reach the devices through `PciDevice::move_bar`.
+    pub fn bars_assigned(&self, placements: &[BarPlacement]) -> Result<(), VfioSetupError> {
+        for p in placements {
+            if let Some(dev) = self.attached.iter().find(|a| a.address == p.address) {
+                dev.bars
+                    .place(p.bar, p.base)
+                    .map_err(|source| VfioSetupError::BarMap {
+                        bdf: dev.bdf,
+                        bar: p.bar,
+                        base: p.base,
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-device counters for the exit summary: trapped accesses per BAR
+    /// and interrupts relayed by this process (both zero when all is direct).
+    pub fn report(&self) -> String {
+        self.attached
+            .iter()
+            .map(|a| a.stats.report(&a.bdf.to_string()))
+            .collect()
+    }
+
+    /// Step 7: interrupts off and reset for every device, then DMA unmapped.
+    /// Call after the vCPUs stopped and before guest RAM is dropped; the
+    /// device files close when the bus (and this value) are dropped, after
+    /// which another VM can take the devices at once. Idempotent.
+    pub fn shutdown(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        for handle in &self.handles {
+            handle.release();
+        }
+        if let Some(container) = &self.container {
+            if let Err(e) = container.unmap_all() {
+                warn!("vfio: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for VfioPassthrough {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Refuses a device whose BAR is larger than the window it would go in,
+/// naming the host device (the bus would only name the guest slot).
+fn check_bars_fit(bus: &PciBus, device: &VfioPciDevice, bdf: Bdf) -> Result<(), VfioSetupError> {
+    use pci::PciDevice;
+    let windows = bus.windows();
+    for (bar, def) in device.config().bars() {
+        let window = windows.window_for(def.kind);
+        let window_size = windows.get(window).map_or(0, |w| w.size);
+        if def.size > window_size {
+            return Err(VfioSetupError::BarTooLarge {
+                bdf,
+                bar,
+                size: def.size,
+                window,
+                window_size,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_specs_accept_bdfs_sysfs_paths_and_rombar() {
+        let s = VfioDeviceSpec::parse("0000:01:00.0").unwrap();
+        assert_eq!(s.bdf.to_string(), "0000:01:00.0");
+        assert!(s.options.rombar);
+        let s = VfioDeviceSpec::parse("/sys/bus/pci/devices/0000:02:00.1/,rombar=off").unwrap();
+        assert_eq!(s.bdf.to_string(), "0000:02:00.1");
+        assert!(!s.options.rombar);
+        assert_eq!(
+            VfioDeviceSpec::parse("3:00.0").unwrap().bdf.to_string(),
+            "0000:03:00.0"
+        );
+        let err = VfioDeviceSpec::parse("01:00.0,x=1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown option 'x=1'"), "{err}");
+        assert!(VfioDeviceSpec::parse("/sys/bus/pci/devices/").is_err());
+    }
+
+    #[test]
+    fn without_devices_nothing_is_opened_and_the_layout_is_the_usual_one() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("skipped: no /dev/kvm");
+            return;
+        };
+        let Ok(vm) = kvm.create_vm() else {
+            eprintln!("skipped: cannot create a VM");
+            return;
+        };
+        let vfio =
+            VfioPassthrough::open(Arc::new(vm), Vec::new(), &Sysfs::new("/nonexistent")).unwrap();
+        assert!(vfio.is_empty());
+        let l = vfio.plan_layout(5 << 30).unwrap();
+        assert_eq!(l.ram, layout::ram_regions(5 << 30));
+        assert_eq!(l.mmio64_base, 6 << 30);
+        vfio.check_memlock(u64::MAX).unwrap();
+        assert_eq!(vfio.report(), "");
+    }
+}
