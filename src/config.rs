@@ -68,6 +68,8 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     /// Emulated virtio-net NICs, each on a tap.
     pub net: Vec<crate::devices::virtio::NetConfig>,
+    /// Host PCI devices passed through with VFIO.
+    pub devices: Vec<crate::devices::vfio::VfioDeviceSpec>,
 }
 
 /// Parses a size such as `512M`, `2G`, `65536K` or a bare number of MiB (as QEMU's `-m`).

@@ -81,6 +81,14 @@ pub const E820_RAM: u32 = 1;
 /// E820 entry type for reserved ranges.
 pub const E820_RESERVED: u32 = 2;
 
+pub use iommu::vfio::GuestLayout;
+
+/// The usual layout for `mem_size` bytes of RAM: below the hole, then above
+/// 4 GiB, with the 64-bit PCI window above both (no IOMMU limits to avoid).
+pub fn default_layout(mem_size: u64) -> GuestLayout {
+    GuestLayout { ram: ram_regions(mem_size), mmio64_base: pci_mmio64_start(mem_size) }
+}
+
 /// One E820 map entry: [addr, addr + size) of type `kind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct E820Entry {
@@ -110,15 +118,15 @@ pub fn ram_end(mem_size: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// The E820 map the guest sees for `mem_size` bytes of RAM.
+/// The E820 map the guest sees for RAM in `ram` regions.
 ///
 /// Low RAM stops at the EBDA; the BIOS area holding the ACPI tables and the
 /// ECAM window are reserved so the guest neither uses nor reassigns them.
-pub fn e820_map(mem_size: u64) -> Vec<E820Entry> {
+pub fn e820_map(ram_regions: &[(u64, u64)]) -> Vec<E820Entry> {
     let ram = |addr, end: u64| E820Entry { addr, size: end - addr, kind: E820_RAM };
     let reserved = |addr, size| E820Entry { addr, size, kind: E820_RESERVED };
     let mut map = vec![ram(0, EBDA_START), reserved(ACPI_START, HIMEM_START - ACPI_START)];
-    for (start, size) in ram_regions(mem_size) {
+    for &(start, size) in ram_regions {
         let end = start + size;
         let start = start.max(HIMEM_START);
         if end > start {
@@ -158,7 +166,7 @@ mod tests {
 
     #[test]
     fn e820_skips_bios_area_and_reserves_acpi_and_ecam() {
-        let map = e820_map(256 * MIB);
+        let map = e820_map(&ram_regions(256 * MIB));
         assert_eq!(map[0], E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM });
         assert!(map.contains(&E820Entry { addr: HIMEM_START, size: 255 * MIB, kind: E820_RAM }));
         assert!(map.iter().any(|e| e.kind == E820_RESERVED && e.addr == ACPI_START));
@@ -169,7 +177,7 @@ mod tests {
 
     #[test]
     fn e820_high_ram_is_above_4g_and_no_ram_overlaps_the_hole() {
-        let map = e820_map(4 * GIB);
+        let map = e820_map(&ram_regions(4 * GIB));
         assert!(map.contains(&E820Entry { addr: FOUR_GIB, size: GIB, kind: E820_RAM }));
         for e in map.iter().filter(|e| e.kind == E820_RAM) {
             assert!(e.addr + e.size <= MMIO_HOLE_START || e.addr >= FOUR_GIB, "{e:?}");

@@ -4,6 +4,7 @@
 //! (memory, boot state, devices), whose vCPUs then run until the guest stops.
 
 pub mod boot;
+pub mod builder;
 pub mod config;
 pub mod devices;
 pub mod exit;

@@ -56,6 +56,13 @@ struct RunArgs {
     /// A virtio-net NIC on a tap (created if missing); repeat for more NICs.
     #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
     net: Vec<vfio_vmm::devices::virtio::NetConfig>,
+    /// A host PCI device to pass through (BDF or /sys/bus/pci/devices/BDF, `,rombar=off` hides its ROM); repeatable.
+    #[arg(long = "device", value_name = "BDF[,rombar=off]", value_parser = parse_device)]
+    device: Vec<vfio_vmm::devices::vfio::VfioDeviceSpec>,
+}
+
+fn parse_device(s: &str) -> Result<vfio_vmm::devices::vfio::VfioDeviceSpec, String> {
+    vfio_vmm::devices::vfio::VfioDeviceSpec::parse(s).map_err(|e| e.to_string())
 }
 
 impl RunArgs {
@@ -68,6 +75,7 @@ impl RunArgs {
             memory: MemoryConfig::parse(&self.memory)?,
             serial: SerialConfig::parse(&self.serial)?,
             net: self.net,
+            devices: self.device,
         })
     }
 }

@@ -8,7 +8,6 @@ use std::os::fd::FromRawFd;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::config::MemoryConfig;
-use crate::layout;
 
 /// The guest memory type used throughout the VMM.
 pub type GuestMemory = GuestMemoryMmap<()>;
@@ -114,12 +113,12 @@ fn map_region(start: u64, size: u64, config: &MemoryConfig) -> Result<GuestRegio
         .ok_or(MemoryError::Layout(vm_memory::GuestRegionCollectionError::NoMemoryRegion))
 }
 
-/// Allocates guest RAM as laid out by [`layout::ram_regions`].
-pub fn create_guest_memory(config: &MemoryConfig) -> Result<GuestMemory, MemoryError> {
+/// Allocates guest RAM in the `ram` regions (start, size) of the layout.
+pub fn create_guest_memory(config: &MemoryConfig, ram: &[(u64, u64)]) -> Result<GuestMemory, MemoryError> {
     check_host_can_give(config)?;
-    let regions = layout::ram_regions(config.size)
-        .into_iter()
-        .map(|(start, size)| map_region(start, size, config))
+    let regions = ram
+        .iter()
+        .map(|&(start, size)| map_region(start, size, config))
         .collect::<Result<Vec<_>, _>>()?;
     GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Layout)
 }
@@ -132,7 +131,7 @@ mod tests {
     #[test]
     fn ram_is_allocated_as_laid_out_and_usable() {
         let config = MemoryConfig { size: 64 << 20, hugepages: false, mergeable: true };
-        let mem = create_guest_memory(&config).unwrap();
+        let mem = create_guest_memory(&config, &crate::layout::ram_regions(config.size)).unwrap();
         assert_eq!(mem.num_regions(), 1);
         mem.write_obj(0xdead_beef_u32, GuestAddress(0x1000)).unwrap();
         assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 0xdead_beef);

@@ -1,24 +1,21 @@
-//! Building a VM from its configuration and running it: memory, KVM, devices
-//! and vCPUs are put together here, then the vCPU threads run until the guest
-//! or the user ends the VM, and everything is torn down in order.
+//! A built VM and its life: the [`Machine`] (built by `builder`), its vCPU
+//! threads running until the guest or the user ends it, and the teardown in
+//! order (vCPUs, passthrough, devices, VM, guest RAM).
 
-use std::io::Write;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vm_superio::I8042Device;
-use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::boot::{acpi, cpu, linux};
-use crate::config::{MemoryConfig, SerialConfig, VmConfig};
-use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
-use crate::devices::pci::{self as pci_glue, BarWindow, ConfigPorts, Ecam, SharedPciBus};
-use crate::devices::serial::{spawn_stdin_reader, ConsoleOut, SerialDevice};
+use crate::config::{SerialConfig, VmConfig};
+use crate::devices::pci::SharedPciBus;
+use crate::devices::serial::{spawn_stdin_reader, SerialDevice};
+use crate::devices::vfio::{VfioPassthrough, VfioSetupError};
 use crate::exit::{ExitHandle, ExitReason};
-use crate::layout;
+use crate::layout::GuestLayout;
 use crate::memory::{self, GuestMemory};
 use crate::vstate::irq::KvmInterruptManager;
 use crate::vstate::vcpu::{Buses, Vcpu, VcpuError};
@@ -45,6 +42,9 @@ pub enum VmmError {
     /// ACPI tables could not be written.
     #[error(transparent)]
     Acpi(#[from] acpi::AcpiError),
+    /// A passthrough device could not be set up.
+    #[error(transparent)]
+    Passthrough(#[from] VfioSetupError),
     /// A device could not be created.
     #[error("cannot set up {what}: {err}")]
     Device {
@@ -63,7 +63,7 @@ pub enum VmmError {
     #[error("cannot set up interrupt routing: {0}")]
     Interrupts(#[from] pci::InterruptError),
     /// A virtio-net NIC could not be created.
-    #[error("--net {0}: {1}")]
+    #[error("--net number {0}: {1}")]
     Net(usize, crate::devices::virtio::NetError),
     /// No free PCI slot is left.
     #[error("no free PCI slot left for another device: use fewer devices")]
@@ -78,59 +78,24 @@ pub enum VmmError {
     },
 }
 
-fn dev_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
-    move |err| VmmError::Device { what, err }
-}
-
 /// A VM with its memory, devices and vCPUs, ready to run.
+///
+/// Fields drop in this order, so a machine dropped before it ran releases
+/// devices before the VM and guest RAM last.
 pub struct Machine {
-    vm: Vm,
-    mem: GuestMemory,
-    mem_size: u64,
-    buses: Buses,
-    vcpus: Vec<Vcpu>,
-    exit: Arc<ExitHandle>,
-    serial: Arc<Mutex<SerialDevice>>,
-    pci: SharedPciBus,
-    interrupts: Arc<KvmInterruptManager>,
+    pub(crate) buses: Buses,
+    pub(crate) vcpus: Vec<Vcpu>,
+    pub(crate) serial: Arc<Mutex<SerialDevice>>,
+    pub(crate) pci: SharedPciBus,
+    pub(crate) interrupts: Arc<KvmInterruptManager>,
+    pub(crate) vfio: VfioPassthrough,
+    pub(crate) exit: Arc<ExitHandle>,
+    pub(crate) vm: Vm,
+    pub(crate) mem: GuestMemory,
+    pub(crate) layout: GuestLayout,
 }
 
 impl Machine {
-    /// Creates RAM, the KVM VM with its irqchip, the legacy devices and `cpus` configured vCPUs.
-    pub fn new(memory: &MemoryConfig, cpus: u8, console: Box<dyn Write + Send>) -> Result<Self, VmmError> {
-        let vm = Vm::new()?;
-        vm.check_cpus(cpus)?;
-        let mem = memory::create_guest_memory(memory)?;
-        vm.map_memory(&mem)?;
-        vm.create_irqchip_and_pit()?;
-        let exit = Arc::new(ExitHandle::new().map_err(dev_err("the exit event"))?);
-
-        let irq = EventFd::new(0).map_err(dev_err("the serial port"))?;
-        vm.fd()
-            .register_irqfd(&irq, layout::SERIAL_IRQ)
-            .map_err(|err| VmmError::Irq { what: "the serial port", err })?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(irq, ConsoleOut::new(console, exit.clone()))));
-        let mut buses = Buses::default();
-        buses.pio.insert(u64::from(layout::SERIAL_PORT), 8, serial.clone())?;
-        buses.pio.insert(u64::from(layout::I8042_PORT), 5, Arc::new(Mutex::new(I8042(I8042Device::new(ResetLine(exit.clone()))))))?;
-        buses.pio.insert(u64::from(layout::CMOS_PORT), 2, Arc::new(Mutex::new(crate::devices::cmos::Cmos::default())))?;
-        buses.pio.insert(u64::from(layout::ACPI_SLEEP_CONTROL_PORT), AcpiPm::PORTS, Arc::new(Mutex::new(AcpiPm::new(exit.clone()))))?;
-
-        let pci = pci_glue::new_bus(memory.size)?;
-        add_pci_ranges(&mut buses, &pci, memory.size)?;
-        let interrupts = Arc::new(KvmInterruptManager::new(vm.shared_fd())?);
-
-        let supported = vm.supported_cpuid()?;
-        let vcpus = (0..cpus)
-            .map(|id| {
-                let vcpu = Vcpu::new(&vm, id)?;
-                vcpu.configure(&supported, cpus)?;
-                Ok(vcpu)
-            })
-            .collect::<Result<Vec<_>, VcpuError>>()?;
-        Ok(Machine { vm, mem, mem_size: memory.size, buses, vcpus, exit, serial, pci, interrupts })
-    }
-
     /// Guest RAM, for loaders and tests.
     pub fn memory(&self) -> &GuestMemory {
         &self.mem
@@ -146,124 +111,68 @@ impl Machine {
         &mut self.buses
     }
 
-    /// The KVM VM.
-    pub fn vm(&self) -> &Vm {
-        &self.vm
-    }
-
-    /// The PCI bus, to add devices before the guest boots.
-    pub fn pci_bus(&self) -> &SharedPciBus {
-        &self.pci
-    }
-
-    /// Hands out MSI vectors and INTx lines backed by KVM irqfds.
-    pub fn interrupt_manager(&self) -> Arc<KvmInterruptManager> {
-        self.interrupts.clone()
-    }
-
-    /// A free slot on bus 0 (slot 0 is the host bridge).
-    fn free_pci_address(&self) -> Result<pci::PciAddress, VmmError> {
-        let used = self.pci.lock().unwrap_or_else(|p| p.into_inner()).addresses();
-        (1..32u8)
-            .find(|d| !used.iter().any(|a| a.device() == *d))
-            .and_then(|slot| pci::PciAddress::new(0, slot, 0).ok())
-            .ok_or(VmmError::BusFull)
-    }
-
-    /// Adds virtio-net NIC number `index`.
-    pub fn add_net(&mut self, config: &crate::devices::virtio::NetConfig, index: usize) -> Result<(), VmmError> {
-        let address = self.free_pci_address()?;
-        let dev = crate::devices::virtio::new_net_pci(config, index, address, self.mem.clone(), self.interrupts.clone(), self.vm.shared_fd())
-            .map_err(|e| VmmError::Net(index, e))?;
-        let mut bus = self.pci.lock().unwrap_or_else(|p| p.into_inner());
-        bus.add_device_at(address.device(), Box::new(dev))?;
-        Ok(())
-    }
-
-    /// Loads Linux and writes every boot structure; the boot vCPU starts at the kernel.
-    pub fn load_linux(&mut self, config: &VmConfig) -> Result<(), VmmError> {
-        for p in self.pci.lock().unwrap_or_else(|p| p.into_inner()).assign_bars()? {
-            log::info!("PCI {} BAR {} at {:#x} size {:#x}", p.address, p.bar, p.base, p.def.size);
-        }
-        let kernel = linux::load(&self.mem, self.mem_size, &config.kernel, config.initramfs.as_deref(), &config.cmdline)?;
-        cpu::write_boot_tables(&self.mem)?;
-        let mut dsdt = crate::devices::serial::dsdt_aml();
-        dsdt.extend(pci_glue::dsdt_aml(self.mem_size));
-        let inputs = acpi::AcpiInputs { cpus: self.vcpus.len() as u8, dsdt_devices: &dsdt, extra_tables: vec![pci_glue::mcfg()] };
-        acpi::write_tables(&self.mem, &inputs)?;
-        self.vcpus[0].set_boot_entry(kernel.entry)?;
-        Ok(())
-    }
-
     /// Feeds stdin to the guest's serial port.
     pub fn connect_stdin(&self) -> Result<(), VmmError> {
-        spawn_stdin_reader(self.serial.clone()).map_err(dev_err("serial input"))
+        spawn_stdin_reader(self.serial.clone()).map_err(|err| VmmError::Device { what: "serial input", err })
     }
 
-    /// Runs every vCPU on its own thread until the VM ends; joins them all.
+    /// Runs every vCPU on its own thread until the VM ends, joins them, then
+    /// releases passthrough devices, devices, the VM and guest RAM in order.
     pub fn run(self) -> Result<ExitReason, VmmError> {
         register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| VmmError::Device {
             what: "the vCPU kick signal",
             err: std::io::Error::from_raw_os_error(e.errno()),
         })?;
-        let Machine { vm, mem, buses, vcpus, exit, .. } = self;
-        let buses = Arc::new(buses);
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for vcpu in vcpus {
-            let (b, e, s) = (buses.clone(), exit.clone(), stop.clone());
-            let spawned = std::thread::Builder::new()
-                .name("vcpu".into())
-                .spawn(move || vcpu.run(&b, &e, &s));
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    exit.request(ExitReason::VcpuError(threads.len() as u8, format!("cannot start thread: {e}")));
-                    break;
-                }
-            }
+        let Machine { buses, vcpus, serial, pci, interrupts, mut vfio, exit, vm, mem, layout: _ } = self;
+        let reason = run_vcpus(vcpus, Arc::new(buses), &exit);
+        let report = vfio.report();
+        if !report.is_empty() {
+            eprint!("{report}");
         }
-        let reason = exit.wait();
-        if reason == ExitReason::GuestPanic {
-            // Let the rest of the panic message reach the console.
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        stop.store(true, Ordering::Release);
-        for t in threads {
-            while !t.is_finished() {
-                // SAFETY: the thread is alive (not finished) and its pthread_t is valid
-                // until joined; the kick handler does nothing but interrupt KVM_RUN.
-                unsafe { libc::pthread_kill(t.as_pthread_t(), SIGRTMIN()) };
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let _ = t.join();
-        }
+        vfio.shutdown();
+        drop((serial, pci, interrupts, vfio));
         drop(vm);
         drop(mem);
         Ok(reason)
     }
 }
 
-/// Routes config ports, ECAM and the BAR windows to the PCI bus.
-fn add_pci_ranges(buses: &mut Buses, pci: &SharedPciBus, mem_size: u64) -> Result<(), VmmError> {
-    let cfg_port = u64::from(pci::CONFIG_ADDRESS_PORT);
-    buses.pio.insert(cfg_port, pci::CONFIG_PORTS_LEN as u64, Arc::new(Mutex::new(ConfigPorts(pci.clone()))))?;
-    buses.mmio.insert(layout::ECAM_START, layout::ECAM_SIZE, Arc::new(Mutex::new(Ecam(pci.clone()))))?;
-    let w = pci_glue::windows(mem_size);
-    for (win, io) in [(w.mmio32, false), (w.mmio64, false), (w.io, true)] {
-        if let Some(win) = win {
-            let dev = BarWindow { bus: pci.clone(), base: win.base, io };
-            let bus = if io { &mut buses.pio } else { &mut buses.mmio };
-            bus.insert(win.base, win.size, Arc::new(Mutex::new(dev)))?;
+/// One thread per vCPU; waits for an exit request, then stops and joins them.
+fn run_vcpus(vcpus: Vec<Vcpu>, buses: Arc<Buses>, exit: &Arc<ExitHandle>) -> ExitReason {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for vcpu in vcpus {
+        let (b, e, s) = (buses.clone(), exit.clone(), stop.clone());
+        match std::thread::Builder::new().name("vcpu".into()).spawn(move || vcpu.run(&b, &e, &s)) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                exit.request(ExitReason::VcpuError(threads.len() as u8, format!("cannot start thread: {e}")));
+                break;
+            }
         }
     }
-    Ok(())
+    let reason = exit.wait();
+    if reason == ExitReason::GuestPanic {
+        // Let the rest of the panic message reach the console.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::Release);
+    for t in threads {
+        while !t.is_finished() {
+            // SAFETY: the thread is alive (not finished) and its pthread_t is valid
+            // until joined; the kick handler does nothing but interrupt KVM_RUN.
+            unsafe { libc::pthread_kill(t.as_pthread_t(), SIGRTMIN()) };
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = t.join();
+    }
+    reason
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 /// Opens the serial console backend.
-pub fn open_console(serial: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmError> {
+pub fn open_console(serial: &SerialConfig) -> Result<Box<dyn std::io::Write + Send>, VmmError> {
     Ok(match serial {
         SerialConfig::Stdio => Box::new(std::io::stdout()),
         SerialConfig::File(path) => Box::new(
@@ -271,7 +180,7 @@ pub fn open_console(serial: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmE
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(dev_err("the serial output file"))?,
+                .map_err(|err| VmmError::Device { what: "the serial output file", err })?,
         ),
     })
 }
@@ -279,7 +188,7 @@ pub fn open_console(serial: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmE
 /// Builds the VM described by `config`, boots Linux and runs it to the end.
 pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
     let console = open_console(&config.serial)?;
-    let mut machine = Machine::new(&config.memory, config.cpus, console)?;
+    let mut machine = Machine::new(&config.memory, config.cpus, config.devices.clone(), console)?;
     for (index, net) in config.net.iter().enumerate() {
         machine.add_net(net, index)?;
     }

@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn rsdp_leads_to_fadt_and_madt_with_every_cpu() {
-        let mem = create_guest_memory(&MemoryConfig { size: 64 << 20, hugepages: false, mergeable: false }).unwrap();
+        let mem = create_guest_memory(&MemoryConfig { size: 64 << 20, hugepages: false, mergeable: false }, &[(0, 64 << 20)]).unwrap();
         write_tables(&mem, &AcpiInputs { cpus: 3, dsdt_devices: &[], extra_tables: vec![] }).unwrap();
         let mut rsdp = [0u8; 36];
         mem.read_slice(&mut rsdp, GuestAddress(layout::ACPI_START)).unwrap();

@@ -71,18 +71,19 @@ struct Initramfs {
     size: u64,
 }
 
-fn load_initramfs(mem: &GuestMemory, path: &Path, kernel_end: u64, max_addr: u64, mem_size: u64) -> Result<Initramfs, LinuxError> {
+fn load_initramfs(mem: &GuestMemory, path: &Path, kernel_end: u64, max_addr: u64, low_ram_end: u64) -> Result<Initramfs, LinuxError> {
     let data = std::fs::read(path).map_err(|err| LinuxError::Read { path: path.into(), err })?;
     let size = data.len() as u64;
-    let top = mem_size.min(layout::MMIO_HOLE_START).min(max_addr.saturating_add(1));
+    let top = low_ram_end.min(max_addr.saturating_add(1));
     let addr = top.checked_sub(size).map(|a| a & !0xfff).filter(|&a| a >= kernel_end);
     let addr = addr.ok_or(LinuxError::InitramfsTooLarge { size: size >> 20 })?;
     mem.write_slice(&data, GuestAddress(addr))?;
     Ok(Initramfs { addr, size })
 }
 
-/// Loads kernel, initramfs and command line, and writes the zero page.
-pub fn load(mem: &GuestMemory, mem_size: u64, kernel: &Path, initramfs: Option<&Path>, cmdline: &str) -> Result<LoadedKernel, LinuxError> {
+/// Loads kernel, initramfs and command line, and writes the zero page
+/// describing RAM in the `ram` regions (start, size).
+pub fn load(mem: &GuestMemory, ram: &[(u64, u64)], kernel: &Path, initramfs: Option<&Path>, cmdline: &str) -> Result<LoadedKernel, LinuxError> {
     let mut file = open(kernel)?;
     let loaded = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
         .map_err(|e| LinuxError::NotBzImage(kernel.into(), e))?;
@@ -97,7 +98,8 @@ pub fn load(mem: &GuestMemory, mem_size: u64, kernel: &Path, initramfs: Option<&
 
     if let Some(path) = initramfs {
         let max = match params.hdr.initrd_addr_max { 0 => 0x37ff_ffff, n => u64::from(n) };
-        let rd = load_initramfs(mem, path, loaded.kernel_end, max, mem_size)?;
+        let low_ram_end = ram.first().map_or(0, |&(start, size)| (start + size).min(layout::MMIO_HOLE_START));
+        let rd = load_initramfs(mem, path, loaded.kernel_end, max, low_ram_end)?;
         params.hdr.ramdisk_image = rd.addr as u32;
         params.hdr.ramdisk_size = rd.size as u32;
     }
@@ -108,7 +110,7 @@ pub fn load(mem: &GuestMemory, mem_size: u64, kernel: &Path, initramfs: Option<&
     params.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
     params.hdr.cmdline_size = cmdline.len() as u32 + 1;
     params.acpi_rsdp_addr = layout::ACPI_START;
-    let map = layout::e820_map(mem_size);
+    let map = layout::e820_map(ram);
     for (slot, e) in params.e820_table.iter_mut().zip(&map) {
         (slot.addr, slot.size, slot.r#type) = (e.addr, e.size, e.kind);
     }
@@ -126,7 +128,7 @@ mod tests {
     use crate::memory::create_guest_memory;
 
     fn mem() -> GuestMemory {
-        create_guest_memory(&MemoryConfig { size: 64 << 20, hugepages: false, mergeable: false }).unwrap()
+        create_guest_memory(&MemoryConfig { size: 64 << 20, hugepages: false, mergeable: false }, &[(0, 64 << 20)]).unwrap()
     }
 
     #[test]
@@ -135,9 +137,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("not-a-kernel");
         std::fs::write(&path, vec![0u8; 8192]).unwrap();
-        let err = load(&mem(), 64 << 20, &path, None, "console=ttyS0").unwrap_err().to_string();
+        let err = load(&mem(), &[(0, 64 << 20)], &path, None, "console=ttyS0").unwrap_err().to_string();
         assert!(err.contains("is not a bzImage"), "{err}");
-        let err = load(&mem(), 64 << 20, &dir.join("missing"), None, "").unwrap_err().to_string();
+        let err = load(&mem(), &[(0, 64 << 20)], &dir.join("missing"), None, "").unwrap_err().to_string();
         assert!(err.contains("cannot read"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }

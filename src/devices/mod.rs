@@ -5,6 +5,7 @@ pub mod cmos;
 pub mod legacy;
 pub mod pci;
 pub mod serial;
+pub mod vfio;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice};

@@ -19,18 +19,18 @@ use crate::vstate::irq::intx_gsi;
 /// The shared PCI bus.
 pub type SharedPciBus = Arc<Mutex<PciBus>>;
 
-/// The windows BARs are placed in, for a guest with `mem_size` bytes of RAM.
-pub fn windows(mem_size: u64) -> PciWindows {
+/// The windows BARs are placed in; the 64-bit one starts at `mmio64_base`.
+pub fn windows(mmio64_base: u64) -> PciWindows {
     PciWindows {
         mmio32: Some(Window { base: layout::PCI_MMIO32_START, size: layout::PCI_MMIO32_SIZE }),
-        mmio64: Some(Window { base: layout::pci_mmio64_start(mem_size), size: layout::PCI_MMIO64_SIZE }),
+        mmio64: Some(Window { base: mmio64_base, size: layout::PCI_MMIO64_SIZE }),
         io: Some(Window { base: layout::PCI_IO_START, size: layout::PCI_IO_SIZE }),
     }
 }
 
 /// A bus with the host bridge, its windows set and the fixed ranges reserved.
-pub fn new_bus(mem_size: u64) -> Result<SharedPciBus, pci::BusError> {
-    let mut bus = PciBus::new(windows(mem_size))?;
+pub fn new_bus(mmio64_base: u64) -> Result<SharedPciBus, pci::BusError> {
+    let mut bus = PciBus::new(windows(mmio64_base))?;
     bus.reserve_mmio(Window { base: layout::ECAM_START, size: layout::ECAM_SIZE });
     bus.reserve_io(Window { base: u64::from(pci::CONFIG_ADDRESS_PORT), size: pci::CONFIG_PORTS_LEN as u64 });
     Ok(Arc::new(Mutex::new(bus)))
@@ -111,9 +111,9 @@ fn prt_entries() -> Vec<(u32, u8, u8, u32)> {
 }
 
 /// DSDT objects for the root bridge (`\_SB.PCI0`) and the ECAM reservation.
-pub fn dsdt_aml(mem_size: u64) -> Vec<u8> {
+pub fn dsdt_aml(mmio64_base: u64) -> Vec<u8> {
     let m32 = Window { base: layout::PCI_MMIO32_START, size: layout::PCI_MMIO32_SIZE };
-    let m64 = Window { base: layout::pci_mmio64_start(mem_size), size: layout::PCI_MMIO64_SIZE };
+    let m64 = Window { base: mmio64_base, size: layout::PCI_MMIO64_SIZE };
     let bus_numbers = AddressSpace::<u16>::new_bus_number(0, 0);
     let cfg_ports = IO::new(0xcf8, 0xcf8, 1, 8);
     let io_low = AddressSpace::<u16>::new_io(0, 0xcf7, None);
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn root_bridge_names_its_windows_and_the_ecam_is_reserved() {
-        let dsdt = dsdt_aml(256 << 20);
+        let dsdt = dsdt_aml(layout::FOUR_GIB);
         for name in [&b"PCI0"[..], b"_CRS", b"_PRT", b"MRES"] {
             assert!(dsdt.windows(4).any(|w| w == name), "{}", String::from_utf8_lossy(name));
         }
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn config_ports_reach_the_host_bridge() {
-        let bus = new_bus(256 << 20).unwrap();
+        let bus = new_bus(layout::FOUR_GIB).unwrap();
         let mut ports = ConfigPorts(bus.clone());
         ports.write(0, &0x8000_0000u32.to_le_bytes());
         let mut id = [0u8; 4];
