@@ -179,19 +179,22 @@ struct Attached {
 }
 
 /// All passed-through devices of a VM and their container.
+///
+/// Fields drop in order: devices close before their groups leave the
+/// container (the kernel refuses to unset a container with open devices).
 pub struct VfioPassthrough {
     /// What the user asked for, in order.
     specs: Vec<VfioDeviceSpec>,
     /// Checked devices with their groups.
     planned: Vec<PlannedDevice>,
-    /// The container (`None` without devices).
-    container: Option<Container>,
-    /// Open devices, parallel to `planned`.
-    handles: Vec<Arc<DeviceHandle>>,
-    /// The IOMMU's limits on guest addresses.
-    constraints: IovaConstraints,
     /// Devices on the bus.
     attached: Vec<Attached>,
+    /// Open devices, parallel to `planned`.
+    handles: Vec<Arc<DeviceHandle>>,
+    /// The container (`None` without devices).
+    container: Option<Container>,
+    /// The IOMMU's limits on guest addresses.
+    constraints: IovaConstraints,
     /// BAR slot maker.
     mapper: Arc<KvmBarMapper>,
     /// Whether shutdown ran.
