@@ -24,7 +24,7 @@ apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -q "$@"; }
 # --- 1. host packages --------------------------------------------------------
 install_packages() {
     local p missing=()
-    for p in qemu-system-x86 busybox-static cpio kmod; do
+    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev; do
         [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] ||
             missing+=("$p")
     done
@@ -125,6 +125,19 @@ qemu_cpio() { # qemu_cpio OUT KEY: qemu-system-x86_64 + shared libs + firmware
     echo "$key" > "$out.key"
 }
 
+guest_tools() { # guest_tools OUT: scripts/rig/guest/*.c, static, in /usr/bin of L2
+    local out=$1 key st="$RIG_DIR/stage" c
+    key=$(cat "$HERE"/guest/*.c "$HERE/build.sh" | sha256sum | cut -c1-16)
+    up_to_date "$out" "$key" && return
+    say "building guest tools"
+    rm -rf "$st"; mkdir -p "$st/usr/bin"
+    for c in "$HERE"/guest/*.c; do
+        gcc -O2 -static -Wall -Wextra -o "$st/usr/bin/$(basename "$c" .c)" "$c" || die "gcc $c failed"
+    done
+    mkcpio "$st" "$out"; rm -rf "$st"
+    echo "$key" > "$out.key"
+}
+
 # --- 3. vfio-vmm, static -------------------------------------------------------
 vmm_binary() { # prints the path of the static binary
     local bin
@@ -157,6 +170,7 @@ main() {
 
     kernel_parts "$deb" "$(basename "$deb") $bb $self"
     qemu_cpio "$RIG_DIR/l1/qemu.cpio" "$(dpkg-query -W -f='${Version}' qemu-system-x86) $self"
+    guest_tools "$RIG_DIR/l2/tools.cpio"
 
     bin=$(vmm_binary)
     if ! cmp -s "$bin" "$RIG_DIR/l1/vfio-vmm" || [ ! -e "$RIG_DIR/l1/vmm.cpio" ]; then

@@ -44,6 +44,12 @@ run_scenario() {
         [ -f "$l1" ] || { echo "RIG FAIL $name: no such scenario ($l1)"; return 1; }
         [ -f "$l2" ] || l2=""
     fi
+    # Extra L1 devices: RIG_L1_DEVICES, then the scenario's NAME.devices (# comments allowed).
+    local devs=("${EXTRA_DEVS[@]}")
+    if [ -f "$HERE/scenarios/$name.devices" ]; then
+        read -ra more <<< "$(sed 's/#.*//' "$HERE/scenarios/$name.devices" | tr '\n' ' ')"
+        devs+=("${more[@]}")
+    fi
     st=$RIG_DIR/run/$name
     log=$RIG_DIR/logs/$name.log
     rm -rf "$st"
@@ -53,7 +59,7 @@ run_scenario() {
     install -m 755 "$HERE/l2-init" "$st/l2/init"
     [ -z "$l2" ] || install -m 755 "$l2" "$st/l2/rig/l2.sh"
     (cd "$st/l2" && find . | cpio -o -H newc -R 0:0 --quiet) |
-        cat "$RIG_DIR/l2/base.cpio" - > "$st/l1/rig/l2/initramfs.cpio"
+        cat "$RIG_DIR/l2/base.cpio" "$RIG_DIR/l2/tools.cpio" - > "$st/l1/rig/l2/initramfs.cpio"
     cp "$RIG_DIR/l2/vmlinuz" "$st/l1/rig/l2/vmlinuz"
 
     # L1 initramfs = cached base, qemu and vfio-vmm parts, then this scenario's part.
@@ -78,7 +84,7 @@ run_scenario() {
     local cmd=(timeout -k 10 "$RIG_TIMEOUT" qemu-system-x86_64
         -machine q35,accel=tcg,kernel-irqchip=split -cpu max -smp 2 -m "$RIG_L1_MEM"
         -nodefaults -no-user-config -nographic -serial stdio -monitor none -no-reboot
-        -device "$IOMMU_DEV" "${EXTRA_DEVS[@]}"
+        -device "$IOMMU_DEV" "${devs[@]}"
         -kernel "$RIG_DIR/l1/vmlinuz" -initrd "$st/initrd.cpio"
         -append "console=ttyS0 panic=-1 quiet ${RIG_IOMMU}_iommu=on iommu=pt ${RIG_L1_KARGS:-}")
     echo "# ${cmd[*]}" > "$log"
