@@ -149,6 +149,7 @@ struct KvmMsiVector {
 
 impl MsiVector for KvmMsiVector {
     fn set_route(&mut self, msg: MsiMessage) -> Result<(), InterruptError> {
+        log::debug!("GSI {}: MSI route {msg}", self.gsi);
         let mut routes = self.shared.lock();
         if routes.msi.insert(self.gsi, msg) == Some(msg) {
             return Ok(());
@@ -158,6 +159,7 @@ impl MsiVector for KvmMsiVector {
     }
 
     fn mask(&mut self) -> Result<(), InterruptError> {
+        log::debug!("GSI {}: mask (irqfd was {})", self.gsi, if self.live { "live" } else { "off" });
         if self.live {
             self.shared.vm.unregister_irqfd(&self.evt, self.gsi).map_err(os("KVM_IRQFD deassign"))?;
             self.live = false;
@@ -166,6 +168,7 @@ impl MsiVector for KvmMsiVector {
     }
 
     fn unmask(&mut self) -> Result<(), InterruptError> {
+        log::debug!("GSI {}: unmask (irqfd was {})", self.gsi, if self.live { "live" } else { "off" });
         if !self.routed {
             return Err(InterruptError::Backend(format!("GSI {} unmasked before it was routed", self.gsi)));
         }

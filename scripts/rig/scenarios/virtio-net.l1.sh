@@ -10,7 +10,7 @@ modprobe tun || rig_fail "modprobe tun failed"
 ) &
 # L2 prints "RIG-L2: sample" once its NIC is up: ping it from here then.
 rig_on_sample() {
-    ping -c 1000 -A -q -W 5 169.254.1.2 > "$RIG_TMP/l1-ping.txt" 2>&1
+    ping -c 1000 -A -q -W 5 -w 90 169.254.1.2 > "$RIG_TMP/l1-ping.txt" 2>&1
     sed 's/^/RIG-L1: ping L2: /' "$RIG_TMP/l1-ping.txt"
 }
 cmdline="console=ttyS0 panic=-1${RIG_L2_KARGS:+ $RIG_L2_KARGS} rig.addr=169.254.1.2 rig.peer=169.254.1.1"

@@ -10,7 +10,7 @@ while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1))
 [ -e /sys/class/net/eth0 ] || fail "virtio_net created no eth0"
 ip addr add "$(arg rig.addr)/16" dev eth0 && ip link set eth0 up || fail "cannot configure eth0"
 echo "RIG-L2: sample"
-ping -c 1000 -A -q -W 5 "$(arg rig.peer)" > /tmp/ping.txt 2>&1
+ping -c 1000 -A -q -W 5 -w 90 "$(arg rig.peer)" > /tmp/ping.txt 2>&1
 sed 's/^/RIG-L2: ping L1: /' /tmp/ping.txt
 # Wait until L1's 1000 echo requests have all arrived (or 60 s).
 i=0

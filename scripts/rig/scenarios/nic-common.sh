@@ -1,0 +1,31 @@
+#!/bin/sh
+# NIC passthrough (L1 side), sourced by nic-msix/nic-msi/nic-intx with
+# NIC_INTMODE set (e1000e IntMode: 2 MSI-X, 1 MSI, 0 INTx). The e1000e goes to
+# L2 through vfio-vmm; the e1000 stays in L1 (169.254.2.1) on the same QEMU
+# hub. L1 and L2 (169.254.2.2) ping each other 1000 times; vfio-vmm's report
+# must show no trapped access to BAR0 and no interrupt relayed by vfio-vmm.
+. /rig/lib.sh
+nic=$(rig_find_pci 0x8086 0x10d3)
+peer=$(rig_find_pci 0x8086 0x100e)
+[ -n "$nic" ] && [ -n "$peer" ] || rig_fail "L1 lacks the e1000e ($nic) or the e1000 peer ($peer)"
+rig_bind_vfio "$nic" > /dev/null || rig_fail "cannot bind $nic to vfio-pci"
+modprobe e1000 || rig_fail "modprobe e1000 failed"
+i=0
+while [ ! -d "/sys/bus/pci/devices/$peer/net" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+ifc=$(ls "/sys/bus/pci/devices/$peer/net" 2>/dev/null)
+[ -n "$ifc" ] || rig_fail "the e1000 peer has no interface in L1"
+ip addr add 169.254.2.1/16 dev "$ifc" && ip link set "$ifc" up || rig_fail "cannot configure $ifc"
+rig_on_sample() {
+    ping -c 1000 -A -q -W 5 -w 90 169.254.2.2 > "$RIG_TMP/l1-ping.txt" 2>&1
+    sed 's/^/RIG-L1: ping L2: /' "$RIG_TMP/l1-ping.txt"
+}
+cmdline="console=ttyS0 panic=-1${RIG_L2_KARGS:+ $RIG_L2_KARGS} rig.intmode=$NIC_INTMODE rig.addr=169.254.2.2 rig.peer=169.254.2.1"
+RUST_LOG=${RIG_VMM_LOG:-info} rig_vmm vfio-vmm vfio-vmm run --kernel "$RIG_L2_KERNEL" --initramfs "$RIG_L2_INITRD" \
+    --cpus 2 --memory 256M --device "$nic" --cmdline "$cmdline" || rig_fail "$RIG_WHY"
+grep "^$nic " "$RIG_TMP/vfio-vmm.out" | sed 's/^/RIG-L1: report: /'
+grep -q "1000 packets received, 0% packet loss" "$RIG_TMP/l1-ping.txt" ||
+    rig_fail "L1 -> L2 ping: $(grep -h 'packet' "$RIG_TMP/l1-ping.txt" || echo 'no result')"
+rig_saw vfio-vmm "$nic BAR0: " || rig_fail "vfio-vmm printed no report for $nic"
+grep "^$nic BAR0: " "$RIG_TMP/vfio-vmm.out" | grep -q "trapped accesses: 0 reads, 0 writes" ||
+    rig_fail "guest accesses to BAR0 trapped: $(grep "^$nic BAR0" "$RIG_TMP/vfio-vmm.out")"
+rig_saw vfio-vmm "relayed by vfio-vmm: 0 " || rig_fail "vfio-vmm relayed interrupts itself"
