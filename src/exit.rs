@@ -89,10 +89,21 @@ impl ExitHandle {
         self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Routes SIGINT and SIGTERM to this latch. The handle must live until exit.
-    pub fn catch_stop_signals(&'static self) -> std::io::Result<()> {
+    /// Routes SIGINT and SIGTERM to this latch. The handler writes to its own
+    /// duplicate of the eventfd, kept open for the life of the process, so a
+    /// signal arriving after this handle is gone writes to nothing that was reused.
+    pub fn catch_stop_signals(&self) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
-        SIGNAL_EVENTFD.store(self.evt.as_raw_fd(), Ordering::SeqCst);
+        // SAFETY: dup only reads the descriptor, which `self.evt` keeps open.
+        let fd = unsafe { libc::dup(self.evt.as_raw_fd()) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let old = SIGNAL_EVENTFD.swap(fd, Ordering::SeqCst);
+        if old >= 0 {
+            // SAFETY: `old` is the duplicate a previous call made; only the handler used it.
+            unsafe { libc::close(old) };
+        }
         for sig in [libc::SIGINT, libc::SIGTERM] {
             register_signal_handler(sig, on_stop_signal).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         }

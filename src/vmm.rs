@@ -124,6 +124,7 @@ impl Machine {
             err: std::io::Error::from_raw_os_error(e.errno()),
         })?;
         let Machine { buses, vcpus, serial, pci, interrupts, mut vfio, exit, vm, mem, layout: _ } = self;
+        exit.catch_stop_signals().map_err(|err| VmmError::Device { what: "the SIGINT/SIGTERM handlers", err })?;
         let reason = run_vcpus(vcpus, Arc::new(buses), &exit);
         let report = vfio.report();
         if !report.is_empty() {
