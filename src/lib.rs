@@ -3,6 +3,7 @@
 //! Data flows one way: a [`config::VmConfig`] is built into a [`vstate::vm::Vm`]
 //! (memory, boot state, devices), whose vCPUs then run until the guest stops.
 
+pub mod bench;
 pub mod boot;
 pub mod builder;
 pub mod config;

@@ -1,4 +1,5 @@
-//! The `vfio-vmm` command line: `run` boots a guest, `host` prepares a host for passthrough.
+//! The `vfio-vmm` command line: `run` boots a guest, `host` prepares a host
+//! for passthrough, `bench` reports benchmark results.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,11 @@ struct Cli {
 enum Command {
     /// Boot a Linux guest.
     Run(RunArgs),
+    /// Benchmarks: turn raw results into reports.
+    Bench {
+        #[command(subcommand)]
+        cmd: vfio_vmm::bench::BenchCommand,
+    },
     /// Prepare this host for passthrough: check, list, bind, unbind.
     Host {
         #[command(subcommand)]
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Bench { cmd } => vfio_vmm::bench::run(cmd),
         Command::Host { cmd } => ExitCode::from(host::run(cmd, cli.sysfs_root) as u8),
     }
 }

@@ -24,7 +24,7 @@ apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -q "$@"; }
 # --- 1. host packages --------------------------------------------------------
 install_packages() {
     local p missing=()
-    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev; do
+    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev iperf3; do
         [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] ||
             missing+=("$p")
     done
@@ -125,6 +125,20 @@ qemu_cpio() { # qemu_cpio OUT KEY: qemu-system-x86_64 + shared libs + firmware
     echo "$key" > "$out.key"
 }
 
+iperf_cpio() { # iperf_cpio OUT KEY: Debian's iperf3 + its shared libraries (L1 and L2, bench-net)
+    local out=$1 key=$2 st="$RIG_DIR/stage" b l
+    up_to_date "$out" "$key" && return
+    say "building $out"
+    b=$(command -v iperf3) || die "iperf3 is not installed (apt-get install iperf3)"
+    rm -rf "$st"; mkdir -p "$st/usr/bin"
+    cp -L "$b" "$st/usr/bin/iperf3"
+    for l in $(ldd "$b" | awk '/=> \// {print $3} /^\t\/.*ld-linux/ {print $1}'); do
+        mkdir -p "$st/$(dirname "$l")"; cp -L "$l" "$st/$l"
+    done
+    mkcpio "$st" "$out"; rm -rf "$st"
+    echo "$key" > "$out.key"
+}
+
 guest_tools() { # guest_tools OUT: scripts/rig/guest/*.c, static, in /usr/bin of L2
     local out=$1 key st="$RIG_DIR/stage" c
     key=$(cat "$HERE"/guest/*.c "$HERE/build.sh" | sha256sum | cut -c1-16)
@@ -171,6 +185,7 @@ main() {
     kernel_parts "$deb" "$(basename "$deb") $bb $self"
     qemu_cpio "$RIG_DIR/l1/qemu.cpio" "$(dpkg-query -W -f='${Version}' qemu-system-x86) $self"
     guest_tools "$RIG_DIR/l2/tools.cpio"
+    iperf_cpio "$RIG_DIR/l1/iperf.cpio" "$(dpkg-query -W -f='${Version}' iperf3) $self"
 
     bin=$(vmm_binary)
     if ! cmp -s "$bin" "$RIG_DIR/l1/vfio-vmm" || [ ! -e "$RIG_DIR/l1/vmm.cpio" ]; then

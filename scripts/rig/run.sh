@@ -58,8 +58,11 @@ run_scenario() {
     # L2 initramfs = cached busybox+modules, then /init and the L2 script.
     install -m 755 "$HERE/l2-init" "$st/l2/init"
     [ -z "$l2" ] || install -m 755 "$l2" "$st/l2/rig/l2.sh"
+    # Debian's iperf3 with its libraries (l1/iperf.cpio) goes in when the L2 script mentions iperf3.
+    local l2parts=("$RIG_DIR/l2/base.cpio" "$RIG_DIR/l2/tools.cpio")
+    [ -n "$l2" ] && grep -q iperf3 "$l2" && l2parts+=("$RIG_DIR/l1/iperf.cpio")
     (cd "$st/l2" && find . | cpio -o -H newc -R 0:0 --quiet) |
-        cat "$RIG_DIR/l2/base.cpio" "$RIG_DIR/l2/tools.cpio" - > "$st/l1/rig/l2/initramfs.cpio"
+        cat "${l2parts[@]}" - > "$st/l1/rig/l2/initramfs.cpio"
     cp "$RIG_DIR/l2/vmlinuz" "$st/l1/rig/l2/vmlinuz"
 
     # L1 initramfs = cached base, qemu and vfio-vmm parts, then this scenario's part.
@@ -68,7 +71,7 @@ run_scenario() {
     cp "$HERE/lib.sh" "$st/l1/rig/lib.sh"
     cp -rL "$HERE/scenarios" "$st/l1/rig/scenarios"
     {
-        for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT; do echo "$v=$(q "${!v}")"; done
+        for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT RIG_VMM_LOG; do echo "$v=$(q "${!v:-}")"; done
         echo "RIG_SCENARIO=$(q "$name")"
     } > "$st/l1/rig/env"
     local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio")
@@ -76,12 +79,19 @@ run_scenario() {
         1) parts+=("$RIG_DIR/l1/qemu.cpio") ;;
         auto) grep -q qemu-system-x86_64 "$l1" && parts+=("$RIG_DIR/l1/qemu.cpio") ;;
     esac
+    grep -q iperf3 "$l1" && parts+=("$RIG_DIR/l1/iperf.cpio")
     (cd "$st/l1" && find . | cpio -o -H newc -R 0:0 --quiet) |
         cat "${parts[@]}" - > "$st/initrd.cpio"
     rm -rf "$st/l1" "$st/l2"
 
+    # A scenario may need more than RIG_TIMEOUT: scenarios/NAME.timeout holds its minimum in seconds.
+    local tmo=$RIG_TIMEOUT
+    if [ -f "$HERE/scenarios/$name.timeout" ]; then
+        tmo=$(tr -dc 0-9 < "$HERE/scenarios/$name.timeout")
+        [ "${tmo:-0}" -ge "$RIG_TIMEOUT" ] || tmo=$RIG_TIMEOUT
+    fi
     # shellcheck disable=SC2054 # the commas are QEMU's
-    local cmd=(timeout -k 10 "$RIG_TIMEOUT" qemu-system-x86_64
+    local cmd=(timeout -k 10 "$tmo" qemu-system-x86_64
         -machine q35,accel=tcg,kernel-irqchip=split -cpu max -smp 2 -m "$RIG_L1_MEM"
         -nodefaults -no-user-config -nographic -serial stdio -monitor none -no-reboot
         -device "$IOMMU_DEV" "${devs[@]}"
@@ -100,11 +110,20 @@ run_scenario() {
 
     tr -d '\r' < "$log" | sed -n 's/^RIG-OUT: /  /p'
     verdict=$(tr -d '\r' < "$log" | grep -a '^RIG-VERDICT: ' | tail -n1 | cut -d' ' -f2-) || true
+    # After a PASS, scenarios/NAME.host.sh LOG (if any) runs on the host, e.g. to turn
+    # RIG-OUT results into reports; it can still fail the scenario (last stderr line = reason).
+    local host=$HERE/scenarios/$name.host.sh
+    if [ "$verdict" = PASS ] && [ -f "$host" ]; then
+        if ! RIG_DIR=$RIG_DIR bash "$host" "$log" 2> "$RIG_DIR/logs/$name.host.err" | sed 's/^/  /'; then
+            verdict="FAIL host step: $(tail -n1 "$RIG_DIR/logs/$name.host.err")"
+        fi
+        cat "$RIG_DIR/logs/$name.host.err" >&2
+    fi
     case $verdict in
         PASS) echo "RIG PASS $name"; return 0 ;;
         FAIL\ *) echo "RIG FAIL $name: ${verdict#FAIL } (log: $log)" ;;
         *) if [ $rc = 124 ] || [ $rc = 137 ]; then
-               echo "RIG FAIL $name: no verdict, L1 timed out after ${RIG_TIMEOUT}s (log: $log)"
+               echo "RIG FAIL $name: no verdict, L1 timed out after ${tmo}s (log: $log)"
            else
                echo "RIG FAIL $name: no verdict, qemu exit status $rc (log: $log)"
            fi ;;

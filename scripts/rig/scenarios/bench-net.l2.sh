@@ -1,0 +1,1 @@
+../../bench/net-guest.sh

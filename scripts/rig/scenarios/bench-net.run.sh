@@ -1,0 +1,1 @@
+../../bench/net-run.sh
