@@ -6,19 +6,7 @@
 # checkout. $VFIO_VMM_SYSFS_ROOT, $VFIO_VMM_STATE_DIR and $VFIO_VMM_PCI_IDS pass through.
 set -eu
 
-here=$(cd "$(dirname "$0")" && pwd)
-if [ -n "${VFIO_VMM:-}" ]; then
-    bin=$VFIO_VMM
-elif command -v vfio-vmm >/dev/null 2>&1; then
-    bin=vfio-vmm
-elif [ -x "$here/../target/release/vfio-vmm" ]; then
-    bin=$here/../target/release/vfio-vmm
-elif [ -x "$here/../target/debug/vfio-vmm" ]; then
-    bin=$here/../target/debug/vfio-vmm
-else
-    echo "vfio-unbind.sh: vfio-vmm not found: build it (cargo build --release) or set VFIO_VMM=/path/to/vfio-vmm" >&2
-    exit 127
-fi
+. "$(dirname "$0")/find-vfio-vmm.sh"
 
 if [ $# -eq 0 ]; then
     echo "usage: vfio-unbind.sh [--group] BDF..." >&2
