@@ -273,7 +273,7 @@ impl VfioPciDevice {
             })?;
         stats.switched(irq.mode());
 
-        Ok(VfioPciDevice::from_parts(
+        Ok(VfioPciDevice {
             ops,
             name,
             config,
@@ -285,7 +285,8 @@ impl VfioPciDevice {
             irq,
             bars,
             stats,
-        ))
+            warned: std::collections::HashSet::new(),
+        })
     }
 }
 

@@ -38,63 +38,32 @@ enum Route {
 /// A host PCI function given to the guest through VFIO.
 pub struct VfioPciDevice {
     /// The kernel's device.
-    ops: Arc<dyn VfioDeviceOps>,
+    pub(super) ops: Arc<dyn VfioDeviceOps>,
     /// Name for messages (host BDF).
-    name: String,
+    pub(super) name: String,
     /// Shadow config space (BARs, command bits, MSI/MSI-X, links).
-    config: PciConfig,
+    pub(super) config: PciConfig,
     /// Bytes of config space the device has (256 or up to 4096).
-    config_size: usize,
+    pub(super) config_size: usize,
     /// Per-byte split between shadow and device.
-    layout: ConfigLayout,
+    pub(super) layout: ConfigLayout,
     /// MSI emulation, if the device has MSI.
-    msi: Option<Msi>,
+    pub(super) msi: Option<Msi>,
     /// MSI vectors offered to the guest.
-    msi_vectors: usize,
+    pub(super) msi_vectors: usize,
     /// MSI-X emulation, if the device has MSI-X.
-    msix: Option<Msix>,
+    pub(super) msix: Option<Msix>,
     /// Which interrupt VFIO signals.
-    irq: IrqRouting,
+    pub(super) irq: IrqRouting,
     /// Direct BAR mappings.
-    bars: BarHandle,
+    pub(super) bars: BarHandle,
     /// Counters.
-    stats: Arc<VfioStats>,
+    pub(super) stats: Arc<VfioStats>,
     /// Kinds of guest-triggered failures already logged.
-    warned: HashSet<&'static str>,
+    pub(super) warned: HashSet<&'static str>,
 }
 
 impl VfioPciDevice {
-    /// Assembles a device from what [`VfioPciDevice::attach`] built.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn from_parts(
-        ops: Arc<dyn VfioDeviceOps>,
-        name: String,
-        config: PciConfig,
-        config_size: usize,
-        layout: ConfigLayout,
-        msi: Option<Msi>,
-        msi_vectors: usize,
-        msix: Option<Msix>,
-        irq: IrqRouting,
-        bars: BarHandle,
-        stats: Arc<VfioStats>,
-    ) -> Self {
-        VfioPciDevice {
-            ops,
-            name,
-            config,
-            config_size,
-            layout,
-            msi,
-            msi_vectors,
-            msix,
-            irq,
-            bars,
-            stats,
-            warned: HashSet::new(),
-        }
-    }
-
     /// The handle the VMM uses to map BARs after `PciBus::assign_bars`.
     pub fn bar_handle(&self) -> BarHandle {
         self.bars.clone()
