@@ -95,9 +95,10 @@ fn map_region(start: u64, size: u64, config: &MemoryConfig) -> Result<GuestRegio
     let prot = libc::PROT_READ | libc::PROT_WRITE;
     let mmap_err = |err| MemoryError::Mmap { size: size >> 20, err };
     let region = if config.hugepages {
+        // No MAP_NORESERVE: the kernel reserves every huge page now, so a
+        // short pool fails here instead of killing the guest by SIGBUS later.
         let file = FileOffset::new(hugepage_file(size)?, 0);
-        MmapRegion::build(Some(file), size as usize, prot, libc::MAP_SHARED | libc::MAP_NORESERVE)
-            .map_err(mmap_err)?
+        MmapRegion::build(Some(file), size as usize, prot, libc::MAP_SHARED).map_err(mmap_err)?
     } else {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         MmapRegion::build(None, size as usize, prot, flags).map_err(mmap_err)?
