@@ -168,6 +168,14 @@ pub struct Msi {
     enabled: bool,
 }
 
+/// Refuses a capability and vector list that do not match one to one.
+fn check_vector_count(cap: &MsiCapability, vectors: &[Box<dyn MsiVector>]) -> Result<(), MsiError> {
+    if vectors.len() != cap.vectors {
+        return Err(MsiError::VectorCountMismatch { expected: cap.vectors, given: vectors.len() });
+    }
+    Ok(())
+}
+
 impl Msi {
     /// Adds the MSI capability to `config` and takes ownership of `vectors`
     /// (one per message, as allocated by the [`crate::InterruptManager`]).
@@ -176,12 +184,7 @@ impl Msi {
         cap: MsiCapability,
         vectors: Vec<Box<dyn MsiVector>>,
     ) -> Result<Self, MsiError> {
-        if vectors.len() != cap.vectors {
-            return Err(MsiError::VectorCountMismatch {
-                expected: cap.vectors,
-                given: vectors.len(),
-            });
-        }
+        check_vector_count(&cap, &vectors)?;
         let offset = config.add_capability(&cap)?;
         Ok(Self::with_vectors(cap, offset, vectors))
     }
@@ -196,12 +199,7 @@ impl Msi {
         cap: MsiCapability,
         vectors: Vec<Box<dyn MsiVector>>,
     ) -> Result<Self, MsiError> {
-        if vectors.len() != cap.vectors {
-            return Err(MsiError::VectorCountMismatch {
-                expected: cap.vectors,
-                given: vectors.len(),
-            });
-        }
+        check_vector_count(&cap, &vectors)?;
         config.add_capability_at(offset, next, &cap)?;
         Ok(Self::with_vectors(cap, offset, vectors))
     }
