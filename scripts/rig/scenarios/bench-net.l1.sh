@@ -11,17 +11,9 @@
 . /rig/lib.sh
 command -v iperf3 > /dev/null || rig_fail "no iperf3 in L1 (l1/iperf.cpio)"
 command -v qemu-system-x86_64 > /dev/null || rig_fail "no qemu-system-x86_64 in L1"
-nic=$(rig_find_pci 0x8086 0x10d3)
-peer=$(rig_find_pci 0x8086 0x100e)
-[ -n "$nic" ] && [ -n "$peer" ] || rig_fail "L1 lacks the e1000e ($nic) or the e1000 peer ($peer): bench-net.devices?"
-rig_bind_vfio "$nic" > /dev/null || rig_fail "cannot bind $nic to vfio-pci"
-modprobe e1000 || rig_fail "modprobe e1000 failed"
-i=0
-while [ ! -d "/sys/bus/pci/devices/$peer/net" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-ifc=$(ls "/sys/bus/pci/devices/$peer/net" 2> /dev/null)
-[ -n "$ifc" ] || rig_fail "the e1000 peer has no interface in L1"
 ip link set lo up
-ip addr add 169.254.2.1/24 dev "$ifc" && ip link set "$ifc" up || rig_fail "cannot configure $ifc"
+rig_nic_pair 169.254.2.1/24
+nic=$RIG_NIC
 
 reps=3
 BENCH_OUT=$RIG_TMP/bench BENCH_KERNEL=$RIG_L2_KERNEL BENCH_INITRD=$RIG_L2_INITRD \

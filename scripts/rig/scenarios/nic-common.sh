@@ -5,16 +5,8 @@
 # hub. L1 and L2 (169.254.2.2) ping each other 1000 times; vfio-vmm's report
 # must show no trapped access to BAR0 and no interrupt relayed by vfio-vmm.
 . /rig/lib.sh
-nic=$(rig_find_pci 0x8086 0x10d3)
-peer=$(rig_find_pci 0x8086 0x100e)
-[ -n "$nic" ] && [ -n "$peer" ] || rig_fail "L1 lacks the e1000e ($nic) or the e1000 peer ($peer)"
-rig_bind_vfio "$nic" > /dev/null || rig_fail "cannot bind $nic to vfio-pci"
-modprobe e1000 || rig_fail "modprobe e1000 failed"
-i=0
-while [ ! -d "/sys/bus/pci/devices/$peer/net" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-ifc=$(ls "/sys/bus/pci/devices/$peer/net" 2>/dev/null)
-[ -n "$ifc" ] || rig_fail "the e1000 peer has no interface in L1"
-ip addr add 169.254.2.1/16 dev "$ifc" && ip link set "$ifc" up || rig_fail "cannot configure $ifc"
+rig_nic_pair 169.254.2.1/16
+nic=$RIG_NIC
 rig_on_sample() {
     ping -c 1000 -A -q -W 5 -w 90 169.254.2.2 > "$RIG_TMP/l1-ping.txt" 2>&1
     sed 's/^/RIG-L1: ping L2: /' "$RIG_TMP/l1-ping.txt"
