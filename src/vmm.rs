@@ -130,10 +130,15 @@ impl Machine {
         if !report.is_empty() {
             eprint!("{report}");
         }
+        // Each step is logged: a step that hangs in the kernel shows in the log.
+        log::info!("teardown: releasing passthrough interrupts, resetting devices, unmapping DMA");
         vfio.shutdown();
+        log::info!("teardown: closing devices");
         drop((serial, pci, interrupts, vfio));
+        log::info!("teardown: closing the VM");
         drop(vm);
         drop(mem);
+        log::info!("teardown: done");
         Ok(reason)
     }
 }

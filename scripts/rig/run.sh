@@ -10,7 +10,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RIG_DIR=${RIG_DIR:-$ROOT/target/rig}
 RIG_IOMMU=${RIG_IOMMU:-intel}
-RIG_TIMEOUT=${RIG_TIMEOUT:-300}
+RIG_TIMEOUT=${RIG_TIMEOUT:-180}
 RIG_L1_MEM=${RIG_L1_MEM:-1536}
 RIG_L2_TIMEOUT=${RIG_L2_TIMEOUT:-150}
 RIG_L2_KARGS=${RIG_L2_KARGS-quiet}
@@ -35,9 +35,10 @@ RIG_DIR=$(cd "$RIG_DIR" && pwd)
 # run_scenario NAME [LAST]: boot L1 once; prints the verdict line, returns 0 on
 # PASS. An L1 that ends without a verdict (it hung until the timeout or died:
 # QEMU 7.2's TCG nested SVM loses L1's timer or resets L1 under load, see
-# REPORT.md) returns 2 without a verdict line unless LAST is set, so that the
-# caller can try once more; any verdict, PASS or FAIL, is final. (vfio-vmm runs
-# as a process inside L1: its own failures always come back with a verdict.)
+# REPORT.md; or L1's kernel locked up in a VMM's syscall) returns 2 without a
+# verdict line unless LAST is set, so that the caller can try once more; any
+# verdict, PASS or FAIL, is final. The first log is kept as NAME.lost.log and
+# the retry is announced on stderr, so a recurring lockup stays visible.
 run_scenario() {
     local name=$1 l1 l2 st log rc verdict
     if [ "$name" = custom ]; then
