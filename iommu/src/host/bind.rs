@@ -329,6 +329,14 @@ fn bind_one(host: &Host, device: &PciDevice) -> Result<(), BindError> {
     verify(host, bdf, Some(VFIO_PCI))
 }
 
+/// Unbinds `bdf` from `driver`, the driver holding it now (nothing if none).
+fn release_from(host: &Host, bdf: Bdf, driver: Option<&str>) -> Result<(), BindError> {
+    if let Some(d) = driver {
+        write(host.kernel.as_ref(), &host.sysfs.driver_dir(d).join("unbind"), &bdf.to_string())?;
+    }
+    Ok(())
+}
+
 /// Returns `device` to the driver and `driver_override` it had when it was read, and
 /// forgets its state file.
 fn put_back(host: &Host, device: &PciDevice) -> Result<(), BindError> {
@@ -346,13 +354,7 @@ fn put_back(host: &Host, device: &PciDevice) -> Result<(), BindError> {
     )?;
     let current = host.sysfs.driver_of(bdf)?;
     if current != device.driver {
-        if let Some(current) = &current {
-            write(
-                kernel,
-                &host.sysfs.driver_dir(current).join("unbind"),
-                &text,
-            )?;
-        }
+        release_from(host, bdf, current.as_deref())?;
         if let Some(previous) = &device.driver {
             write(kernel, &host.sysfs.driver_dir(previous).join("bind"), &text)?;
         }
@@ -511,13 +513,7 @@ fn back_to_vfio(host: &Host, device: &PciDevice) -> Result<(), BindError> {
     if current == device.driver {
         return Ok(());
     }
-    if let Some(current) = &current {
-        write(
-            kernel,
-            &host.sysfs.driver_dir(current).join("unbind"),
-            &text,
-        )?;
-    }
+    release_from(host, bdf, current.as_deref())?;
     // A device found with only the override and no driver goes back to exactly that.
     if device.driver.is_some() {
         write(
