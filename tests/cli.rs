@@ -19,8 +19,11 @@ fn run_fails(args: &[&str]) -> String {
     stderr
 }
 
-fn fake_kernel() -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("vfio-vmm-cli-kernel-{}", std::process::id()));
+/// A 4 KiB file of zeros standing in for a kernel. Tests run in parallel in
+/// one process, so each names its own file.
+fn fake_kernel(test: &str) -> std::path::PathBuf {
+    let name = format!("vfio-vmm-cli-kernel-{}-{test}", std::process::id());
+    let path = std::env::temp_dir().join(name);
     std::fs::write(&path, vec![0u8; 4096]).unwrap();
     path
 }
@@ -33,7 +36,7 @@ fn a_missing_kernel_is_named() {
 
 #[test]
 fn a_kernel_that_is_not_a_bzimage_says_what_to_pass() {
-    let k = fake_kernel();
+    let k = fake_kernel("not-bzimage");
     let err = run_fails(&["--kernel", k.to_str().unwrap(), "--memory", "64M"]);
     if !err.contains("/dev/kvm") {
         assert!(err.contains("is not a bzImage") && err.contains("vmlinuz"), "{err}");
@@ -54,7 +57,7 @@ fn memory_too_small_too_large_or_malformed_is_refused() {
     assert!(run_fails(&["--kernel", "/k", "--memory", "16M"]).contains("at least 64 MiB"));
     assert!(run_fails(&["--kernel", "/k", "--memory", "lots"]).contains("K, M or G suffix"));
     assert!(run_fails(&["--kernel", "/k", "--memory", "512M,hugepage=on"]).contains("hugepages=on|off"));
-    let k = fake_kernel();
+    let k = fake_kernel("memory");
     let err = run_fails(&["--kernel", k.to_str().unwrap(), "--memory", "65536G"]);
     if !err.contains("/dev/kvm") {
         assert!(err.contains("more than the host can give"), "{err}");
@@ -64,7 +67,7 @@ fn memory_too_small_too_large_or_malformed_is_refused() {
 
 #[test]
 fn hugepages_without_reserved_pages_say_how_to_reserve_them() {
-    let k = fake_kernel();
+    let k = fake_kernel("hugepages");
     let err = run_fails(&["--kernel", k.to_str().unwrap(), "--memory", "32G,hugepages=on"]);
     if !err.contains("/dev/kvm") {
         assert!(err.contains("nr_hugepages"), "{err}");
