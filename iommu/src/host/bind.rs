@@ -332,7 +332,11 @@ fn bind_one(host: &Host, device: &PciDevice) -> Result<(), BindError> {
 /// Unbinds `bdf` from `driver`, the driver holding it now (nothing if none).
 fn release_from(host: &Host, bdf: Bdf, driver: Option<&str>) -> Result<(), BindError> {
     if let Some(d) = driver {
-        write(host.kernel.as_ref(), &host.sysfs.driver_dir(d).join("unbind"), &bdf.to_string())?;
+        write(
+            host.kernel.as_ref(),
+            &host.sysfs.driver_dir(d).join("unbind"),
+            &bdf.to_string(),
+        )?;
     }
     Ok(())
 }

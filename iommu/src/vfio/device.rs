@@ -18,6 +18,41 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::bdf::Bdf;
 use crate::vfio::ioctl;
 
+/// A region access, kept as numbers and formatted only for an error: trapped
+/// BAR accesses are a hot path and must not allocate.
+#[derive(Clone, Copy)]
+struct Access {
+    verb: &'static str,
+    index: u32,
+    offset: u64,
+    size: Option<u64>,
+}
+
+impl Access {
+    fn new(verb: &'static str, index: u32, offset: u64) -> Self {
+        Access {
+            verb,
+            index,
+            offset,
+            size: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} region {} at {:#x}",
+            self.verb, self.index, self.offset
+        )?;
+        match self.size {
+            Some(size) => write!(f, "+{size:#x}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Errors of device operations.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -151,18 +186,10 @@ impl DeviceHandle {
     }
 
     /// File offset of `[offset, offset + len)` of region `index`, checked.
-    fn file_offset(
-        &self,
-        index: u32,
-        offset: u64,
-        len: usize,
-        op: &str,
-    ) -> Result<(RegionDesc, u64), DeviceError> {
-        let err = |msg: String| DeviceError::Io {
-            bdf: self.bdf,
-            op: op.to_string(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, msg),
-        };
+    fn file_offset(&self, access: Access, len: usize) -> Result<(RegionDesc, u64), DeviceError> {
+        let Access { index, offset, .. } = access;
+        let err =
+            |msg: String| self.io_error(access, io::Error::new(io::ErrorKind::InvalidInput, msg));
         let region = self
             .region(index)
             .ok_or_else(|| err(format!("no region {index}")))?;
@@ -177,10 +204,19 @@ impl DeviceHandle {
         Ok((region, at))
     }
 
+    /// The error of a failed region access, named only now that it failed.
+    fn io_error(&self, access: Access, source: io::Error) -> DeviceError {
+        DeviceError::Io {
+            bdf: self.bdf,
+            op: access.to_string(),
+            source,
+        }
+    }
+
     /// Reads region `index` at `offset` (pread on the device file).
     pub fn read(&self, index: u32, offset: u64, data: &mut [u8]) -> Result<(), DeviceError> {
-        let op = format!("read region {index} at {offset:#x}");
-        let (_, at) = self.file_offset(index, offset, data.len(), &op)?;
+        let access = Access::new("read", index, offset);
+        let (_, at) = self.file_offset(access, data.len())?;
         // SAFETY: `data` is writable for `data.len()` bytes for the whole
         // call, and the descriptor is the device this handle owns.
         let n = unsafe {
@@ -191,13 +227,13 @@ impl DeviceHandle {
                 at as libc::off_t,
             )
         };
-        self.complete(n, data.len(), op)
+        self.complete(n, data.len(), access)
     }
 
     /// Writes region `index` at `offset` (pwrite on the device file).
     pub fn write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
-        let op = format!("write region {index} at {offset:#x}");
-        let (_, at) = self.file_offset(index, offset, data.len(), &op)?;
+        let access = Access::new("write", index, offset);
+        let (_, at) = self.file_offset(access, data.len())?;
         // SAFETY: `data` is readable for `data.len()` bytes for the whole call.
         let n = unsafe {
             libc::pwrite(
@@ -207,11 +243,11 @@ impl DeviceHandle {
                 at as libc::off_t,
             )
         };
-        self.complete(n, data.len(), op)
+        self.complete(n, data.len(), access)
     }
 
     /// Turns a pread/pwrite result into an error unless all bytes moved.
-    fn complete(&self, n: isize, want: usize, op: String) -> Result<(), DeviceError> {
+    fn complete(&self, n: isize, want: usize, access: Access) -> Result<(), DeviceError> {
         let source = if n < 0 {
             io::Error::last_os_error()
         } else if n as usize != want {
@@ -219,27 +255,20 @@ impl DeviceHandle {
         } else {
             return Ok(());
         };
-        Err(DeviceError::Io {
-            bdf: self.bdf,
-            op,
-            source,
-        })
+        Err(self.io_error(access, source))
     }
 
     /// Maps `[offset, offset + size)` of region `index` shared, read-write.
     pub fn mmap(&self, index: u32, offset: u64, size: u64) -> Result<RegionMmap, DeviceError> {
-        let op = format!("mmap region {index} at {offset:#x}+{size:#x}");
+        let access = Access {
+            size: Some(size),
+            ..Access::new("mmap", index, offset)
+        };
         let len = usize::try_from(size).unwrap_or(usize::MAX);
-        let (region, at) = self.file_offset(index, offset, len, &op)?;
+        let (region, at) = self.file_offset(access, len)?;
         if !region.mmappable {
-            return Err(DeviceError::Io {
-                bdf: self.bdf,
-                op,
-                source: io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the kernel does not allow mmap of this region",
-                ),
-            });
+            let why = "the kernel does not allow mmap of this region";
+            return Err(self.io_error(access, io::Error::new(io::ErrorKind::Unsupported, why)));
         }
         // SAFETY: a new shared mapping chosen by the kernel (no fixed
         // address), of the device's region; nothing else refers to it.
@@ -254,11 +283,7 @@ impl DeviceHandle {
             )
         };
         if addr == libc::MAP_FAILED {
-            return Err(DeviceError::Io {
-                bdf: self.bdf,
-                op,
-                source: io::Error::last_os_error(),
-            });
+            return Err(self.io_error(access, io::Error::last_os_error()));
         }
         Ok(RegionMmap { addr, size: len })
     }
