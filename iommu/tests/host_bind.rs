@@ -343,3 +343,26 @@ fn unbind_finishes_a_bind_that_was_interrupted_after_the_override() {
     );
     assert_eq!(fake.driver_override("0000:04:00.0"), None);
 }
+
+#[test]
+fn a_second_bind_or_unbind_waits_for_the_first_and_times_out_with_a_message() {
+    use iommu::host::state::{lock, StateError};
+    use std::time::Duration;
+    let fake = FakeHost::load("gpu-audio");
+    let held = lock(&fake.state_dir(), Duration::ZERO).unwrap();
+    let err = lock(&fake.state_dir(), Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(err, StateError::Busy { .. }), "{err}");
+    assert!(
+        err.to_string().contains("another `vfio-vmm host bind`"),
+        "{err}"
+    );
+    // A bind started while the lock is held goes ahead once it is released.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(held);
+    });
+    let outcomes = bind(&fake.host(), &bdfs(&["01:00.0"]), true).unwrap();
+    release.join().unwrap();
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(fake.driver("0000:01:00.0").as_deref(), Some("vfio-pci"));
+}

@@ -20,6 +20,9 @@ use super::kernel::{write, KernelError, WriteFailure};
 use super::state::{self, StateError};
 use super::Host;
 
+/// How long a bind or unbind waits for another one to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why binding or unbinding failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -193,6 +196,7 @@ fn push_unique(list: &mut Vec<Bdf>, bdf: Bdf) {
 /// drivers.
 pub fn bind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcome>, BindError> {
     require_root(host, "bind")?;
+    let _lock = state::lock(&host.state_dir, LOCK_WAIT)?;
     let mut targets = Vec::new();
     let mut groups: Vec<IommuGroup> = Vec::new();
     for &bdf in bdfs {
@@ -382,6 +386,7 @@ fn on_vfio(device: &PciDevice) -> bool {
 /// remembered. Refuses, before changing anything, when a process holds a device open.
 pub fn unbind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcome>, BindError> {
     require_root(host, "unbind")?;
+    let _lock = state::lock(&host.state_dir, LOCK_WAIT)?;
     let mut targets = Vec::new();
     for &bdf in bdfs {
         if whole_group {

@@ -1,5 +1,8 @@
 //! What `host bind` remembers for `host unbind`, and who holds a device's VFIO files open.
 //!
+//! Lock: `STATE_DIR/lock`, held with `flock` for the whole of one `host bind` or
+//! `host unbind`, so two such commands never interleave their sysfs writes.
+//!
 //! State: one file per device, `STATE_DIR/DOMAIN:BUS:DEV.FN.driver`, holding
 //! `driver=NAME` (or `driver=` when the device had no driver). It is written before the
 //! device is touched and removed by `host unbind` or when a bind rolls back.
@@ -11,7 +14,9 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::bdf::Bdf;
 use crate::sysfs::Sysfs;
@@ -35,12 +40,58 @@ pub enum StateError {
         /// The operating system's error.
         source: io::Error,
     },
+    /// Another `host bind` or `host unbind` held the lock for the whole wait.
+    #[error("another `vfio-vmm host bind` or `host unbind` is running (it holds {path}); let it finish, then try again")]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The state file does not hold a `driver=` line.
     #[error("state file {path} is damaged (no driver= line); delete it and bind the device's driver by hand")]
     Corrupt {
         /// The file.
         path: PathBuf,
     },
+}
+
+/// Exclusive hold on the state directory; released when dropped (the file closes).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: fs::File,
+}
+
+/// Takes the state directory's lock, waiting up to `wait` for another command to
+/// release it.
+pub fn lock(state_dir: &Path, wait: Duration) -> Result<StateLock, StateError> {
+    fs::create_dir_all(state_dir).map_err(|source| StateError::Write {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let path = state_dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StateError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    let deadline = Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; it touches no memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(StateLock { _file: file });
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::WouldBlock {
+            return Err(StateError::Access { path, source: err });
+        }
+        if Instant::now() >= deadline {
+            return Err(StateError::Busy { path });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Path of the state file for `bdf`.
