@@ -16,7 +16,7 @@ use crate::devices::serial::{spawn_stdin_reader, SerialDevice};
 use crate::devices::vfio::{VfioPassthrough, VfioSetupError};
 use crate::exit::{ExitHandle, ExitReason};
 use crate::layout::GuestLayout;
-use crate::memory::{self, GuestMemory, GuestRam};
+use crate::memory::{self, GuestMemory};
 use crate::vstate::irq::KvmInterruptManager;
 use crate::vstate::vcpu::{Buses, Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -91,7 +91,7 @@ pub struct Machine {
     pub(crate) vfio: VfioPassthrough,
     pub(crate) exit: Arc<ExitHandle>,
     pub(crate) vm: Vm,
-    pub(crate) mem: GuestRam,
+    pub(crate) mem: GuestMemory,
     pub(crate) layout: GuestLayout,
 }
 

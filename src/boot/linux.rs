@@ -125,9 +125,9 @@ pub fn load(mem: &GuestMemory, ram: &[(u64, u64)], kernel: &Path, initramfs: Opt
 mod tests {
     use super::*;
     use crate::config::MemoryConfig;
-    use crate::memory::{create_guest_memory, GuestRam};
+    use crate::memory::create_guest_memory;
 
-    fn mem() -> GuestRam {
+    fn mem() -> GuestMemory {
         create_guest_memory(&MemoryConfig { size: 64 << 20, hugepages: false, mergeable: false }, &[(0, 64 << 20)]).unwrap()
     }
 
