@@ -33,12 +33,15 @@ read -ra EXTRA_DEVS <<< "${RIG_L1_DEVICES:-}"
 RIG_DIR=$(cd "$RIG_DIR" && pwd)
 
 # run_scenario NAME [LAST]: boot L1 once; prints the verdict line, returns 0 on
-# PASS. An L1 that ends without a verdict (it hung until the timeout or died:
-# QEMU 7.2's TCG nested SVM loses L1's timer or resets L1 under load, see
-# REPORT.md; or L1's kernel locked up in a VMM's syscall) returns 2 without a
-# verdict line unless LAST is set, so that the caller can try once more; any
-# verdict, PASS or FAIL, is final. The first log is kept as NAME.lost.log and
-# the retry is announced on stderr, so a recurring lockup stays visible.
+# PASS. An L1 that ends without a verdict returns 2 without a verdict line
+# unless LAST is set, so that the caller can try once more; any verdict, PASS or
+# FAIL, is final. QEMU 7.2's TCG nested SVM causes such runs: it loses L1's
+# timer or resets L1 under load (REPORT.md), and now and then freezes an L1 CPU
+# as an L2 vCPU thread exits, so that the VMM's close of its VM (KVM's IPI to
+# every CPU) spins until the soft-lockup watchdog fires; softlockup_panic=1
+# turns that into a panic that ends L1 in ~25 s instead of at the timeout. The
+# first log is kept as NAME.lost.log and the retry is announced on stderr, so a
+# recurring lockup stays visible.
 run_scenario() {
     local name=$1 l1 l2 st log rc verdict
     if [ "$name" = custom ]; then
@@ -102,7 +105,7 @@ run_scenario() {
         -nodefaults -no-user-config -nographic -serial stdio -monitor none -no-reboot
         -device "$IOMMU_DEV" "${devs[@]}"
         -kernel "$RIG_DIR/l1/vmlinuz" -initrd "$st/initrd.cpio"
-        -append "console=ttyS0 panic=-1 quiet ${RIG_IOMMU}_iommu=on iommu=pt ${RIG_L1_KARGS:-}")
+        -append "console=ttyS0 panic=-1 softlockup_panic=1 quiet ${RIG_IOMMU}_iommu=on iommu=pt ${RIG_L1_KARGS:-}")
     echo "# ${cmd[*]}" > "$log"
     local t0=$SECONDS
     rc=0
