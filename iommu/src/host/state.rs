@@ -54,6 +54,14 @@ pub enum StateError {
     },
 }
 
+/// Creates the state directory if it does not exist yet.
+fn create_state_dir(state_dir: &Path) -> Result<(), StateError> {
+    fs::create_dir_all(state_dir).map_err(|source| StateError::Write {
+        path: state_dir.to_path_buf(),
+        source,
+    })
+}
+
 /// Exclusive hold on the state directory; released when dropped (the file closes).
 #[derive(Debug)]
 pub struct StateLock {
@@ -63,10 +71,7 @@ pub struct StateLock {
 /// Takes the state directory's lock, waiting up to `wait` for another command to
 /// release it.
 pub fn lock(state_dir: &Path, wait: Duration) -> Result<StateLock, StateError> {
-    fs::create_dir_all(state_dir).map_err(|source| StateError::Write {
-        path: state_dir.to_path_buf(),
-        source,
-    })?;
+    create_state_dir(state_dir)?;
     let path = state_dir.join("lock");
     let file = fs::OpenOptions::new()
         .create(true)
@@ -101,10 +106,7 @@ pub fn state_path(state_dir: &Path, bdf: Bdf) -> PathBuf {
 
 /// Records the driver `bdf` had before `host bind` (`None`: no driver).
 pub fn remember(state_dir: &Path, bdf: Bdf, previous: Option<&str>) -> Result<(), StateError> {
-    fs::create_dir_all(state_dir).map_err(|source| StateError::Write {
-        path: state_dir.to_path_buf(),
-        source,
-    })?;
+    create_state_dir(state_dir)?;
     let path = state_path(state_dir, bdf);
     let tmp = path.with_extension("tmp");
     let text = format!(
