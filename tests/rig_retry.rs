@@ -1,6 +1,6 @@
 //! scripts/rig/run.sh's verdicts and exit status, which CI reads: an L1 run
-//! that ends without a verdict is tried once more, and the retry's verdict is
-//! the scenario's. A fake `qemu-system-x86_64` (and `cpio`) on PATH plays the
+//! that ends without a verdict is tried again, up to RIG_RETRIES (2) more
+//! times, and the last try's verdict is the scenario's. A fake `qemu-system-x86_64` (and `cpio`) on PATH plays the
 //! L1 runs, so no rig needs to be built.
 
 use std::os::unix::fs::PermissionsExt;
@@ -87,9 +87,19 @@ fn a_run_without_a_verdict_that_passes_on_retry_exits_0() {
 }
 
 #[test]
-fn two_runs_without_a_verdict_fail_the_scenario() {
-    let (status, stdout, _, runs) = Rig::new("lost-lost").run("lost,lost");
-    assert_eq!(runs, 2);
+fn a_second_retry_can_still_pass() {
+    let rig = Rig::new("lost-lost-pass");
+    let (status, stdout, _, runs) = rig.run("lost,lost,pass");
+    assert_eq!((status, runs), (0, 3), "{stdout}");
+    for log in ["custom.lost.log", "custom.lost2.log"] {
+        assert!(rig.dir.join("logs").join(log).exists(), "{log} not kept");
+    }
+}
+
+#[test]
+fn three_runs_without_a_verdict_fail_the_scenario() {
+    let (status, stdout, _, runs) = Rig::new("lost-lost-lost").run("lost,lost,lost,pass");
+    assert_eq!(runs, 3);
     assert!(stdout.contains("RIG FAIL custom: no verdict, qemu exit status 1"), "{stdout}");
     assert_eq!(status, 1);
 }

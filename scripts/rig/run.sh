@@ -10,7 +10,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RIG_DIR=${RIG_DIR:-$ROOT/target/rig}
 RIG_IOMMU=${RIG_IOMMU:-intel}
-RIG_TIMEOUT=${RIG_TIMEOUT:-180}
+RIG_TIMEOUT=${RIG_TIMEOUT:-120}
+RIG_RETRIES=${RIG_RETRIES:-2}
 RIG_L1_MEM=${RIG_L1_MEM:-1536}
 RIG_L2_TIMEOUT=${RIG_L2_TIMEOUT:-150}
 RIG_L2_KARGS=${RIG_L2_KARGS-quiet}
@@ -32,18 +33,18 @@ read -ra EXTRA_DEVS <<< "${RIG_L1_DEVICES:-}"
 [ "${RIG_BUILD:-1}" = 0 ] || "$HERE/build.sh"
 RIG_DIR=$(cd "$RIG_DIR" && pwd)
 
-# run_scenario NAME [LAST]: boot L1 once; prints the verdict line, returns 0 on
+# run_scenario NAME TRY: boot L1 once; prints the verdict line, returns 0 on
 # PASS. An L1 that ends without a verdict returns 2 without a verdict line
-# unless LAST is set, so that the caller can try once more; any verdict, PASS or
-# FAIL, is final. QEMU 7.2's TCG nested SVM causes such runs: it loses L1's
-# timer or resets L1 under load (REPORT.md), and now and then freezes an L1 CPU
-# as an L2 vCPU thread exits, so that the VMM's close of its VM (KVM's IPI to
-# every CPU) spins until the soft-lockup watchdog fires; softlockup_panic=1
-# turns that into a panic that ends L1 in ~25 s instead of at the timeout. The
-# first log is kept as NAME.lost.log and the retry is announced on stderr, so a
-# recurring lockup stays visible.
+# while TRY < RIG_RETRIES, so that the caller can try again; any verdict, PASS
+# or FAIL, is final. QEMU 7.2's TCG causes such runs: now and then it stops
+# running one of L1's CPUs for good, with or without an L2 guest (REPORT.md's
+# lost timer; an L2 vCPU thread's exit; once a busybox `timeout` asleep in L1
+# with no VM open at all). softlockup_panic=1 turns most of these into a panic
+# that ends L1 in ~25 s instead of at the timeout. Each such log is kept
+# (NAME.lost.log, then NAME.lost2.log) and each retry is announced on stderr, so
+# a recurring lockup stays visible.
 run_scenario() {
-    local name=$1 l1 l2 st log rc verdict
+    local name=$1 try=$2 l1 l2 st log rc verdict
     if [ "$name" = custom ]; then
         l1=${RIG_L1_SCRIPT:?scenario custom needs RIG_L1_SCRIPT=FILE}
         l2=${RIG_L2_SCRIPT:-}
@@ -131,12 +132,13 @@ run_scenario() {
     case $verdict in
         PASS) echo "RIG PASS $name"; return 0 ;;
         FAIL\ *) echo "RIG FAIL $name: ${verdict#FAIL } (log: $log)" ;;
-        *) if [ -z "${2:-}" ]; then
-               mv "$log" "$RIG_DIR/logs/$name.lost.log"
-               echo "rig: $name: L1 ended without a verdict (qemu exit status $rc; log: $RIG_DIR/logs/$name.lost.log); trying once more" >&2
+        *) if [ "$try" -lt "$RIG_RETRIES" ]; then
+               local lost=$RIG_DIR/logs/$name.lost$([ "$try" = 0 ] || echo $((try + 1))).log
+               mv "$log" "$lost"
+               echo "rig: $name: L1 ended without a verdict (qemu exit status $rc after $((SECONDS - t0))s; log: $lost); trying again" >&2
                return 2
            elif [ $rc = 124 ] || [ $rc = 137 ]; then
-               echo "RIG FAIL $name: no verdict, L1 timed out after ${tmo}s twice (log: $log)"
+               echo "RIG FAIL $name: no verdict, L1 timed out after ${tmo}s (log: $log)"
            else
                echo "RIG FAIL $name: no verdict, qemu exit status $rc (log: $log)"
            fi ;;
@@ -147,11 +149,14 @@ run_scenario() {
 status=0
 for s in "$@"; do
     rc=0
-    run_scenario "$s" || rc=$?
-    if [ $rc = 2 ]; then # no verdict: the retry's result is the scenario's result
+    try=0
+    rm -f "$RIG_DIR/logs/$s".lost*.log
+    run_scenario "$s" $try || rc=$?
+    while [ $rc = 2 ]; do # no verdict: the next try's result is the scenario's result
+        try=$((try + 1))
         rc=0
-        run_scenario "$s" last || rc=$?
-    fi
+        run_scenario "$s" $try || rc=$?
+    done
     [ $rc = 0 ] || status=1
 done
 exit $status
