@@ -133,7 +133,8 @@ run_scenario() {
         PASS) echo "RIG PASS $name"; return 0 ;;
         FAIL\ *) echo "RIG FAIL $name: ${verdict#FAIL } (log: $log)" ;;
         *) if [ "$try" -lt "$RIG_RETRIES" ]; then
-               local lost=$RIG_DIR/logs/$name.lost$([ "$try" = 0 ] || echo $((try + 1))).log
+               local lost=$RIG_DIR/logs/$name.lost.log
+               [ "$try" = 0 ] || lost=$RIG_DIR/logs/$name.lost$((try + 1)).log
                mv "$log" "$lost"
                echo "rig: $name: L1 ended without a verdict (qemu exit status $rc after $((SECONDS - t0))s; log: $lost); trying again" >&2
                return 2
