@@ -84,25 +84,62 @@ pub fn percentile(values: &[u64], p: f64) -> Result<Option<u64>, StatsError> {
     Ok(Some(v[rank.clamp(1, v.len()) - 1]))
 }
 
+/// The seven metrics, one `T` each: `Option<f64>` for one repetition
+/// ([`RunMetrics`]), `Option<Summary>` for a configuration ([`Metrics`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MetricSet<T> {
+    /// Guest to host, Mbit/s.
+    pub tx_mbit_s: T,
+    /// Host to guest, Mbit/s.
+    pub rx_mbit_s: T,
+    /// Median ping RTT, µs.
+    pub rtt_p50_us: T,
+    /// 99th percentile ping RTT, µs.
+    pub rtt_p99_us: T,
+    /// VMM CPU seconds (all threads) per GB moved.
+    pub vmm_cpu_s_per_gb: T,
+    /// VMM CPU seconds per GB, guest execution left out.
+    pub vmm_nonguest_cpu_s_per_gb: T,
+    /// Host CPU seconds (all CPUs) per GB moved.
+    pub host_cpu_s_per_gb: T,
+}
+
+impl<T> MetricSet<T> {
+    /// The values in table order (the order of the fields).
+    pub fn values(&self) -> [&T; 7] {
+        [
+            &self.tx_mbit_s,
+            &self.rx_mbit_s,
+            &self.rtt_p50_us,
+            &self.rtt_p99_us,
+            &self.vmm_cpu_s_per_gb,
+            &self.vmm_nonguest_cpu_s_per_gb,
+            &self.host_cpu_s_per_gb,
+        ]
+    }
+
+    /// The set whose metric `i` is `f(i)`, in the order of [`MetricSet::values`].
+    fn from_fn<U>(mut f: impl FnMut(usize) -> U) -> MetricSet<U> {
+        MetricSet {
+            tx_mbit_s: f(0),
+            rx_mbit_s: f(1),
+            rtt_p50_us: f(2),
+            rtt_p99_us: f(3),
+            vmm_cpu_s_per_gb: f(4),
+            vmm_nonguest_cpu_s_per_gb: f(5),
+            host_cpu_s_per_gb: f(6),
+        }
+    }
+}
+
 /// The metrics of one repetition; `None` where the data is missing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RunMetrics {
     /// Repetition number.
     pub rep: u32,
-    /// Guest to host, Mbit/s.
-    pub tx_mbit_s: Option<f64>,
-    /// Host to guest, Mbit/s.
-    pub rx_mbit_s: Option<f64>,
-    /// Median ping RTT, µs.
-    pub rtt_p50_us: Option<f64>,
-    /// 99th percentile ping RTT, µs.
-    pub rtt_p99_us: Option<f64>,
-    /// VMM CPU seconds (all threads) per GB moved.
-    pub vmm_cpu_s_per_gb: Option<f64>,
-    /// VMM CPU seconds per GB, guest execution left out.
-    pub vmm_nonguest_cpu_s_per_gb: Option<f64>,
-    /// Host CPU seconds (all CPUs) per GB moved.
-    pub host_cpu_s_per_gb: Option<f64>,
+    /// Its metrics, serialized beside `rep`.
+    #[serde(flatten)]
+    pub m: MetricSet<Option<f64>>,
 }
 
 /// Finite or nothing: the report never carries NaN or infinity.
@@ -124,8 +161,7 @@ impl RunMetrics {
             _ => None,
         };
         let pct = |p| percentile(&r.rtt_us, p).ok().flatten().map(|v| v as f64);
-        RunMetrics {
-            rep: r.rep,
+        let m = MetricSet {
             tx_mbit_s: mbit(r.tx_bytes, r.tx_seconds),
             rx_mbit_s: mbit(r.rx_bytes, r.rx_seconds),
             rtt_p50_us: pct(50.0),
@@ -133,41 +169,19 @@ impl RunMetrics {
             vmm_cpu_s_per_gb: per_gb(r.vmm_cpu_ticks),
             vmm_nonguest_cpu_s_per_gb: per_gb(nonguest),
             host_cpu_s_per_gb: per_gb(r.host_cpu_ticks),
-        }
+        };
+        RunMetrics { rep: r.rep, m }
     }
 }
 
-/// Per-metric summaries of one configuration.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Metrics {
-    /// Guest to host, Mbit/s.
-    pub tx_mbit_s: Option<Summary>,
-    /// Host to guest, Mbit/s.
-    pub rx_mbit_s: Option<Summary>,
-    /// Ping RTT p50, µs.
-    pub rtt_p50_us: Option<Summary>,
-    /// Ping RTT p99, µs.
-    pub rtt_p99_us: Option<Summary>,
-    /// VMM CPU s/GB, all threads.
-    pub vmm_cpu_s_per_gb: Option<Summary>,
-    /// VMM CPU s/GB without guest execution.
-    pub vmm_nonguest_cpu_s_per_gb: Option<Summary>,
-    /// Host CPU s/GB.
-    pub host_cpu_s_per_gb: Option<Summary>,
-}
+/// Per-metric median and spread over a configuration's repetitions.
+pub type Metrics = MetricSet<Option<Summary>>;
 
 impl Metrics {
     fn from_runs(runs: &[RunMetrics]) -> Self {
-        let s = |f: fn(&RunMetrics) -> Option<f64>| summarize(&runs.iter().filter_map(f).collect::<Vec<_>>());
-        Metrics {
-            tx_mbit_s: s(|r| r.tx_mbit_s),
-            rx_mbit_s: s(|r| r.rx_mbit_s),
-            rtt_p50_us: s(|r| r.rtt_p50_us),
-            rtt_p99_us: s(|r| r.rtt_p99_us),
-            vmm_cpu_s_per_gb: s(|r| r.vmm_cpu_s_per_gb),
-            vmm_nonguest_cpu_s_per_gb: s(|r| r.vmm_nonguest_cpu_s_per_gb),
-            host_cpu_s_per_gb: s(|r| r.host_cpu_s_per_gb),
-        }
+        MetricSet::<Option<Summary>>::from_fn(|i| {
+            summarize(&runs.iter().filter_map(|r| *r.m.values()[i]).collect::<Vec<_>>())
+        })
     }
 }
 
@@ -258,11 +272,11 @@ impl Report {
             }
             for r in &c.per_run {
                 let checks = [
-                    ("guest->host throughput", r.tx_mbit_s.filter(|v| *v > 0.0)),
-                    ("host->guest throughput", r.rx_mbit_s.filter(|v| *v > 0.0)),
-                    ("RTT p99", r.rtt_p99_us),
-                    ("VMM CPU", r.vmm_cpu_s_per_gb),
-                    ("host CPU", r.host_cpu_s_per_gb),
+                    ("guest->host throughput", r.m.tx_mbit_s.filter(|v| *v > 0.0)),
+                    ("host->guest throughput", r.m.rx_mbit_s.filter(|v| *v > 0.0)),
+                    ("RTT p99", r.m.rtt_p99_us),
+                    ("VMM CPU", r.m.vmm_cpu_s_per_gb),
+                    ("host CPU", r.m.host_cpu_s_per_gb),
                 ];
                 for (what, v) in checks {
                     if v.is_none() {
@@ -317,17 +331,7 @@ impl Report {
                 let _ = writeln!(s, "| {} | {vmm} | 0 | {word}: {reason} | | | | | | |", c.name);
                 continue;
             }
-            let m = &c.metrics;
-            let cells = [
-                m.tx_mbit_s,
-                m.rx_mbit_s,
-                m.rtt_p50_us,
-                m.rtt_p99_us,
-                m.vmm_cpu_s_per_gb,
-                m.vmm_nonguest_cpu_s_per_gb,
-                m.host_cpu_s_per_gb,
-            ]
-            .map(|x| x.map_or_else(|| "–".to_string(), |x| cell(&x)));
+            let cells = c.metrics.values().map(|x| x.map_or_else(|| "–".to_string(), |x| cell(&x)));
             let name = match (c.status, &c.reason) {
                 (Status::Failed, Some(r)) => format!("{} (FAILED: {})", c.name, escape(r)),
                 _ => c.name.clone(),
@@ -454,7 +458,7 @@ mod tests {
     #[test]
     fn run_metrics_convert_units() {
         let Record::Run(r) = run("x", 1, 250_000_000, vec![100, 300, 200]) else { unreachable!() };
-        let m = RunMetrics::from_run(&r);
+        let m = RunMetrics::from_run(&r).m;
         // 250 MB in 2 s = 1000 Mbit/s; 500 MB in 4 s = 1000 Mbit/s.
         assert_eq!((m.tx_mbit_s, m.rx_mbit_s), (Some(1000.0), Some(1000.0)));
         assert_eq!((m.rtt_p50_us, m.rtt_p99_us), (Some(200.0), Some(300.0)));
@@ -469,7 +473,7 @@ mod tests {
         let Record::Run(mut r) = run("x", 1, 0, vec![]) else { unreachable!() };
         r.rx_bytes = 0;
         let m = RunMetrics::from_run(&r);
-        assert_eq!((m.tx_mbit_s, m.vmm_cpu_s_per_gb, m.rtt_p99_us), (Some(0.0), None, None));
+        assert_eq!((m.m.tx_mbit_s, m.m.vmm_cpu_s_per_gb, m.m.rtt_p99_us), (Some(0.0), None, None));
         let json = serde_json::to_string(&m).unwrap();
         assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");
     }
@@ -550,6 +554,9 @@ mod tests {
         assert_eq!(c["status"], "ok");
         assert_eq!(c["metrics"]["tx_mbit_s"]["median"], 2000.0);
         assert_eq!(c["per_run"][0]["rep"], 1);
+        // Each repetition's metrics sit beside "rep", not in an object of their own.
+        assert_eq!(c["per_run"][0]["tx_mbit_s"], 1000.0);
+        assert!(c["per_run"][0].get("m").is_none());
         assert_eq!(v["configurations"][2]["status"], "skipped");
         assert!(v["configurations"][2]["metrics"]["tx_mbit_s"].is_null());
     }
