@@ -111,7 +111,7 @@ impl MemoryConfig {
         if config.size < MIN_MEMORY {
             return Err(ConfigError::MemoryTooSmall(config.size >> 20));
         }
-        if config.hugepages && config.size % (2 << 20) != 0 {
+        if config.hugepages && !config.size.is_multiple_of(2 << 20) {
             return Err(ConfigError::MemoryNotHugeAligned);
         }
         Ok(config)

@@ -93,7 +93,7 @@ pub fn write_tables(mem: &GuestMemory, inputs: &AcpiInputs) -> Result<(), AcpiEr
         next = align(addr + table.len() as u64);
         Ok(addr)
     };
-    let dsdt_addr = place(&dsdt(&inputs.dsdt_devices))?;
+    let dsdt_addr = place(&dsdt(inputs.dsdt_devices))?;
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE, 1);
     xsdt.add_entry(place(&fadt(dsdt_addr))?);
     xsdt.add_entry(place(&madt(inputs.cpus))?);
