@@ -65,8 +65,9 @@ run_scenario() {
     rm -rf "$st"
     mkdir -p "$st/l2/rig" "$st/l1/rig/l2" "$RIG_DIR/logs"
 
-    # L2 initramfs = cached busybox+modules, then /init and the L2 script.
+    # L2 initramfs = cached busybox+modules, then /init, the L2 script and its helpers.
     install -m 755 "$HERE/l2-init" "$st/l2/init"
+    install -m 644 "$HERE/l2-lib.sh" "$st/l2/rig/lib.sh"
     [ -z "$l2" ] || install -m 755 "$l2" "$st/l2/rig/l2.sh"
     # Debian's iperf3 with its libraries (l1/iperf.cpio) goes in when the L2 script mentions iperf3.
     local l2parts=("$RIG_DIR/l2/base.cpio" "$RIG_DIR/l2/tools.cpio")

@@ -2,9 +2,7 @@
 # Scenario boot (L2 side): check vCPUs, memory and command line against the
 # rig.cpus=N rig.mem=MIB rig.token=T arguments L1 passed.
 set -e
-read -r cmdline < /proc/cmdline
-arg() { for a in $cmdline; do case $a in "$1"=*) echo "${a#*=}" ;; esac; done; }
-fail() { echo "RIG-L2: FAIL $*"; exit 1; }
+. /rig/lib.sh # fail, arg, $cmdline (scripts/rig/l2-lib.sh)
 cpus=$(grep -c ^processor /proc/cpuinfo)
 online=$(cat /sys/devices/system/cpu/online)
 mem=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)

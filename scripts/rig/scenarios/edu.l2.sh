@@ -2,7 +2,7 @@
 # Scenario edu (L2 side): find the passed-through edu, give it to
 # uio_pci_generic (INTx) and run edu-probe: id, MMIO, factorial, 100
 # interrupts, DMA round trip.
-fail() { echo "RIG-L2: FAIL $*"; exit 1; }
+. /rig/lib.sh
 edu=""
 for d in /sys/bus/pci/devices/*; do
     [ "$(cat "$d/vendor"):$(cat "$d/device")" = 0x1234:0x11e8 ] && edu=${d##*/}

@@ -2,7 +2,7 @@
 # Scenario msi (L2 side): snd_hda_intel binds the passed-through HD Audio
 # controller with MSI and finds its codec by interrupt-driven responses (it
 # falls back to polling, and says so, when interrupts do not arrive).
-fail() { echo "RIG-L2: FAIL $*"; exit 1; }
+. /rig/lib.sh
 modprobe snd_hda_codec_generic && modprobe snd_hda_intel || fail "cannot load snd_hda_intel"
 i=0
 while [ ! -e /proc/asound/card0/codec#0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Scenario pci (L2 side): the host bridge and the virtio-net NIC are on the
 # bus, and the NIC's BAR 0 lies in a root-bridge window of /proc/iomem.
-fail() { echo "RIG-L2: FAIL $*"; exit 1; }
+. /rig/lib.sh
 dev=/sys/bus/pci/devices
 for d in "$dev"/*; do
     echo "RIG-L2: pci ${d##*/} $(cat "$d/vendor"):$(cat "$d/device") class $(cat "$d/class")"
