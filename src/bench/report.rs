@@ -119,7 +119,7 @@ impl<T> MetricSet<T> {
     }
 
     /// The set whose metric `i` is `f(i)`, in the order of [`MetricSet::values`].
-    fn from_fn<U>(mut f: impl FnMut(usize) -> U) -> MetricSet<U> {
+    fn from_fn(mut f: impl FnMut(usize) -> T) -> Self {
         MetricSet {
             tx_mbit_s: f(0),
             rx_mbit_s: f(1),
@@ -179,7 +179,7 @@ pub type Metrics = MetricSet<Option<Summary>>;
 
 impl Metrics {
     fn from_runs(runs: &[RunMetrics]) -> Self {
-        MetricSet::<Option<Summary>>::from_fn(|i| {
+        Metrics::from_fn(|i| {
             summarize(&runs.iter().filter_map(|r| *r.m.values()[i]).collect::<Vec<_>>())
         })
     }
