@@ -150,14 +150,12 @@ run_scenario() {
 
 status=0
 for s in "$@"; do
-    rc=0
-    try=0
     rm -f "$RIG_DIR/logs/$s".lost*.log
-    run_scenario "$s" $try || rc=$?
+    try=0 rc=2
     while [ $rc = 2 ]; do # no verdict: the next try's result is the scenario's result
-        try=$((try + 1))
         rc=0
         run_scenario "$s" $try || rc=$?
+        try=$((try + 1))
     done
     [ $rc = 0 ] || status=1
 done
