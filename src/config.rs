@@ -12,10 +12,14 @@ pub const MAX_CPUS: u8 = 254;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     /// A memory size that does not parse.
-    #[error("bad memory size '{0}': use a number with an optional K, M or G suffix, e.g. 512M or 2G")]
+    #[error(
+        "bad memory size '{0}': use a number with an optional K, M or G suffix, e.g. 512M or 2G"
+    )]
     BadSize(String),
     /// An unknown memory option.
-    #[error("unknown memory option '{0}': valid options are hugepages=on|off and mergeable=on|off")]
+    #[error(
+        "unknown memory option '{0}': valid options are hugepages=on|off and mergeable=on|off"
+    )]
     BadMemoryOption(String),
     /// Too little memory for a Linux guest.
     #[error("--memory {0} MiB is too small: a Linux guest needs at least {min} MiB", min = MIN_MEMORY >> 20)]
@@ -100,7 +104,11 @@ impl MemoryConfig {
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let mut parts = s.split(',');
         let size = parse_size(parts.next().unwrap_or(""))?;
-        let mut config = MemoryConfig { size, hugepages: false, mergeable: false };
+        let mut config = MemoryConfig {
+            size,
+            hugepages: false,
+            mergeable: false,
+        };
         for opt in parts {
             match opt.split_once('=') {
                 Some(("hugepages", v)) => config.hugepages = parse_on_off(opt, v)?,
@@ -160,19 +168,32 @@ mod tests {
     #[test]
     fn memory_options_parse() {
         let m = MemoryConfig::parse("256M,hugepages=on,mergeable=on").unwrap();
-        assert_eq!(m, MemoryConfig { size: 256 << 20, hugepages: true, mergeable: true });
+        assert_eq!(
+            m,
+            MemoryConfig {
+                size: 256 << 20,
+                hugepages: true,
+                mergeable: true
+            }
+        );
         let m = MemoryConfig::parse("1G").unwrap();
         assert!(!m.hugepages && !m.mergeable);
     }
 
     #[test]
     fn memory_errors_name_the_problem() {
-        assert_eq!(MemoryConfig::parse("16M"), Err(ConfigError::MemoryTooSmall(16)));
+        assert_eq!(
+            MemoryConfig::parse("16M"),
+            Err(ConfigError::MemoryTooSmall(16))
+        );
         assert_eq!(
             MemoryConfig::parse("256M,hugepage=on"),
             Err(ConfigError::BadMemoryOption("hugepage=on".into()))
         );
-        assert_eq!(MemoryConfig::parse("65M,hugepages=on"), Err(ConfigError::MemoryNotHugeAligned));
+        assert_eq!(
+            MemoryConfig::parse("65M,hugepages=on"),
+            Err(ConfigError::MemoryNotHugeAligned)
+        );
         let msg = MemoryConfig::parse("16M").unwrap_err().to_string();
         assert!(msg.contains("at least 64 MiB"), "{msg}");
     }
@@ -188,7 +209,10 @@ mod tests {
     #[test]
     fn serial_parses() {
         assert_eq!(SerialConfig::parse("stdio"), Ok(SerialConfig::Stdio));
-        assert_eq!(SerialConfig::parse("file=/tmp/x"), Ok(SerialConfig::File("/tmp/x".into())));
+        assert_eq!(
+            SerialConfig::parse("file=/tmp/x"),
+            Ok(SerialConfig::File("/tmp/x".into()))
+        );
         assert!(SerialConfig::parse("pty").is_err());
         assert!(SerialConfig::parse("file=").is_err());
     }

@@ -71,7 +71,10 @@ extern "C" fn on_stop_signal(num: libc::c_int, _: *mut libc::siginfo_t, _: *mut 
 impl ExitHandle {
     /// A new, unset latch.
     pub fn new() -> std::io::Result<Self> {
-        Ok(ExitHandle { evt: EventFd::new(EFD_NONBLOCK)?, reason: Mutex::new(None) })
+        Ok(ExitHandle {
+            evt: EventFd::new(EFD_NONBLOCK)?,
+            reason: Mutex::new(None),
+        })
     }
 
     /// Records `reason` unless one is recorded already, and wakes the waiter.
@@ -86,7 +89,10 @@ impl ExitHandle {
 
     /// The recorded reason, if any.
     pub fn reason(&self) -> Option<ExitReason> {
-        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Routes SIGINT and SIGTERM to this latch. The handler writes to its own
@@ -105,7 +111,8 @@ impl ExitHandle {
             unsafe { libc::close(old) };
         }
         for sig in [libc::SIGINT, libc::SIGTERM] {
-            register_signal_handler(sig, on_stop_signal).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+            register_signal_handler(sig, on_stop_signal)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         }
         Ok(())
     }
@@ -121,7 +128,11 @@ impl ExitHandle {
             if sig != 0 {
                 return ExitReason::Signal(sig);
             }
-            let mut pfd = libc::pollfd { fd: self.evt.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: self.evt.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: `pfd` is one valid pollfd for the duration of the call.
             unsafe { libc::poll(&mut pfd, 1, 1000) };
             let _ = self.evt.read();

@@ -86,7 +86,10 @@ pub use iommu::vfio::GuestLayout;
 /// The usual layout for `mem_size` bytes of RAM: below the hole, then above
 /// 4 GiB, with the 64-bit PCI window above both (no IOMMU limits to avoid).
 pub fn default_layout(mem_size: u64) -> GuestLayout {
-    GuestLayout { ram: ram_regions(mem_size), mmio64_base: pci_mmio64_start(mem_size) }
+    GuestLayout {
+        ram: ram_regions(mem_size),
+        mmio64_base: pci_mmio64_start(mem_size),
+    }
 }
 
 /// One E820 map entry: [addr, addr + size) of type `kind`.
@@ -123,9 +126,20 @@ pub fn ram_end(mem_size: u64) -> u64 {
 /// Low RAM stops at the EBDA; the BIOS area holding the ACPI tables and the
 /// ECAM window are reserved so the guest neither uses nor reassigns them.
 pub fn e820_map(ram_regions: &[(u64, u64)]) -> Vec<E820Entry> {
-    let ram = |addr, end: u64| E820Entry { addr, size: end - addr, kind: E820_RAM };
-    let reserved = |addr, size| E820Entry { addr, size, kind: E820_RESERVED };
-    let mut map = vec![ram(0, EBDA_START), reserved(ACPI_START, HIMEM_START - ACPI_START)];
+    let ram = |addr, end: u64| E820Entry {
+        addr,
+        size: end - addr,
+        kind: E820_RAM,
+    };
+    let reserved = |addr, size| E820Entry {
+        addr,
+        size,
+        kind: E820_RESERVED,
+    };
+    let mut map = vec![
+        ram(0, EBDA_START),
+        reserved(ACPI_START, HIMEM_START - ACPI_START),
+    ];
     for &(start, size) in ram_regions {
         let end = start + size;
         let start = start.max(HIMEM_START);
@@ -167,20 +181,46 @@ mod tests {
     #[test]
     fn e820_skips_bios_area_and_reserves_acpi_and_ecam() {
         let map = e820_map(&ram_regions(256 * MIB));
-        assert_eq!(map[0], E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM });
-        assert!(map.contains(&E820Entry { addr: HIMEM_START, size: 255 * MIB, kind: E820_RAM }));
-        assert!(map.iter().any(|e| e.kind == E820_RESERVED && e.addr == ACPI_START));
-        assert!(map.iter().any(|e| e.kind == E820_RESERVED && e.addr == ECAM_START));
-        let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+        assert_eq!(
+            map[0],
+            E820Entry {
+                addr: 0,
+                size: EBDA_START,
+                kind: E820_RAM
+            }
+        );
+        assert!(map.contains(&E820Entry {
+            addr: HIMEM_START,
+            size: 255 * MIB,
+            kind: E820_RAM
+        }));
+        assert!(map
+            .iter()
+            .any(|e| e.kind == E820_RESERVED && e.addr == ACPI_START));
+        assert!(map
+            .iter()
+            .any(|e| e.kind == E820_RESERVED && e.addr == ECAM_START));
+        let ram: u64 = map
+            .iter()
+            .filter(|e| e.kind == E820_RAM)
+            .map(|e| e.size)
+            .sum();
         assert_eq!(ram, 256 * MIB - (HIMEM_START - EBDA_START));
     }
 
     #[test]
     fn e820_high_ram_is_above_4g_and_no_ram_overlaps_the_hole() {
         let map = e820_map(&ram_regions(4 * GIB));
-        assert!(map.contains(&E820Entry { addr: FOUR_GIB, size: GIB, kind: E820_RAM }));
+        assert!(map.contains(&E820Entry {
+            addr: FOUR_GIB,
+            size: GIB,
+            kind: E820_RAM
+        }));
         for e in map.iter().filter(|e| e.kind == E820_RAM) {
-            assert!(e.addr + e.size <= MMIO_HOLE_START || e.addr >= FOUR_GIB, "{e:?}");
+            assert!(
+                e.addr + e.size <= MMIO_HOLE_START || e.addr >= FOUR_GIB,
+                "{e:?}"
+            );
         }
     }
 }

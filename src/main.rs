@@ -91,7 +91,9 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let _tty = (config.serial == SerialConfig::Stdio).then(terminal::RawStdin::enter).flatten();
+    let _tty = (config.serial == SerialConfig::Stdio)
+        .then(terminal::RawStdin::enter)
+        .flatten();
     match vmm::run(&config) {
         Ok(reason) => {
             let status = reason.status();
@@ -113,7 +115,10 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     // vfio-ioctls warns about every IRQ index a device lacks; only its errors matter to users.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,vfio_ioctls=error")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,vfio_ioctls=error"),
+    )
+    .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),

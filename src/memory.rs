@@ -72,7 +72,10 @@ pub fn check_host_can_give(config: &MemoryConfig) -> Result<(), MemoryError> {
         }
     } else if let Some(avail) = meminfo_kib("MemAvailable") {
         if config.size >> 10 > avail {
-            return Err(MemoryError::TooLarge { want: config.size >> 20, avail: avail >> 10 });
+            return Err(MemoryError::TooLarge {
+                want: config.size >> 20,
+                avail: avail >> 10,
+            });
         }
     }
     Ok(())
@@ -91,9 +94,16 @@ fn hugepage_file(size: u64) -> Result<File, MemoryError> {
     Ok(file)
 }
 
-fn map_region(start: u64, size: u64, config: &MemoryConfig) -> Result<GuestRegionMmap, MemoryError> {
+fn map_region(
+    start: u64,
+    size: u64,
+    config: &MemoryConfig,
+) -> Result<GuestRegionMmap, MemoryError> {
     let prot = libc::PROT_READ | libc::PROT_WRITE;
-    let mmap_err = |err| MemoryError::Mmap { size: size >> 20, err };
+    let mmap_err = |err| MemoryError::Mmap {
+        size: size >> 20,
+        err,
+    };
     let region = if config.hugepages {
         // No MAP_NORESERVE: the kernel reserves every huge page now, so a
         // short pool fails here instead of killing the guest by SIGBUS later.
@@ -105,17 +115,25 @@ fn map_region(start: u64, size: u64, config: &MemoryConfig) -> Result<GuestRegio
     };
     if config.mergeable {
         // SAFETY: the range is exactly the mapping MmapRegion just created and owns.
-        let ret = unsafe { libc::madvise(region.as_ptr().cast(), size as usize, libc::MADV_MERGEABLE) };
+        let ret =
+            unsafe { libc::madvise(region.as_ptr().cast(), size as usize, libc::MADV_MERGEABLE) };
         if ret != 0 {
-            log::warn!("KSM merging unavailable: {}", std::io::Error::last_os_error());
+            log::warn!(
+                "KSM merging unavailable: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
-    GuestRegionMmap::new(region, GuestAddress(start))
-        .ok_or(MemoryError::Layout(vm_memory::GuestRegionCollectionError::NoMemoryRegion))
+    GuestRegionMmap::new(region, GuestAddress(start)).ok_or(MemoryError::Layout(
+        vm_memory::GuestRegionCollectionError::NoMemoryRegion,
+    ))
 }
 
 /// Allocates guest RAM in the `ram` regions (start, size) of the layout.
-pub fn create_guest_memory(config: &MemoryConfig, ram: &[(u64, u64)]) -> Result<GuestMemory, MemoryError> {
+pub fn create_guest_memory(
+    config: &MemoryConfig,
+    ram: &[(u64, u64)],
+) -> Result<GuestMemory, MemoryError> {
     check_host_can_give(config)?;
     let regions = ram
         .iter()
@@ -131,17 +149,29 @@ mod tests {
 
     #[test]
     fn ram_is_allocated_as_laid_out_and_usable() {
-        let config = MemoryConfig { size: 64 << 20, hugepages: false, mergeable: true };
+        let config = MemoryConfig {
+            size: 64 << 20,
+            hugepages: false,
+            mergeable: true,
+        };
         let mem = create_guest_memory(&config, &crate::layout::ram_regions(config.size)).unwrap();
         assert_eq!(mem.num_regions(), 1);
-        mem.write_obj(0xdead_beef_u32, GuestAddress(0x1000)).unwrap();
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 0xdead_beef);
+        mem.write_obj(0xdead_beef_u32, GuestAddress(0x1000))
+            .unwrap();
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(),
+            0xdead_beef
+        );
         assert!(mem.write_obj(0u8, GuestAddress(64 << 20)).is_err());
     }
 
     #[test]
     fn more_than_the_host_has_is_refused_before_allocating() {
-        let config = MemoryConfig { size: 1 << 50, hugepages: false, mergeable: false };
+        let config = MemoryConfig {
+            size: 1 << 50,
+            hugepages: false,
+            mergeable: false,
+        };
         let err = check_host_can_give(&config).unwrap_err().to_string();
         assert!(err.contains("more than the host can give"), "{err}");
     }
@@ -149,7 +179,11 @@ mod tests {
     #[test]
     fn missing_hugepages_say_how_to_reserve_them() {
         let want = free_hugepages_2m() + 1;
-        let config = MemoryConfig { size: want << 21, hugepages: true, mergeable: false };
+        let config = MemoryConfig {
+            size: want << 21,
+            hugepages: true,
+            mergeable: false,
+        };
         let err = check_host_can_give(&config).unwrap_err().to_string();
         assert!(err.contains("nr_hugepages"), "{err}");
     }

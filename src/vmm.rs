@@ -113,7 +113,10 @@ impl Machine {
 
     /// Feeds stdin to the guest's serial port.
     pub fn connect_stdin(&self) -> Result<(), VmmError> {
-        spawn_stdin_reader(self.serial.clone()).map_err(|err| VmmError::Device { what: "serial input", err })
+        spawn_stdin_reader(self.serial.clone()).map_err(|err| VmmError::Device {
+            what: "serial input",
+            err,
+        })
     }
 
     /// Runs every vCPU on its own thread until the VM ends, joins them, then
@@ -123,8 +126,22 @@ impl Machine {
             what: "the vCPU kick signal",
             err: std::io::Error::from_raw_os_error(e.errno()),
         })?;
-        let Machine { buses, vcpus, serial, pci, interrupts, mut vfio, exit, vm, mem, layout: _ } = self;
-        exit.catch_stop_signals().map_err(|err| VmmError::Device { what: "the SIGINT/SIGTERM handlers", err })?;
+        let Machine {
+            buses,
+            vcpus,
+            serial,
+            pci,
+            interrupts,
+            mut vfio,
+            exit,
+            vm,
+            mem,
+            layout: _,
+        } = self;
+        exit.catch_stop_signals().map_err(|err| VmmError::Device {
+            what: "the SIGINT/SIGTERM handlers",
+            err,
+        })?;
         let reason = run_vcpus(vcpus, Arc::new(buses), &exit);
         let report = vfio.report();
         if !report.is_empty() {
@@ -149,10 +166,16 @@ fn run_vcpus(vcpus: Vec<Vcpu>, buses: Arc<Buses>, exit: &Arc<ExitHandle>) -> Exi
     let mut threads = Vec::new();
     for vcpu in vcpus {
         let (b, e, s) = (buses.clone(), exit.clone(), stop.clone());
-        match std::thread::Builder::new().name("vcpu".into()).spawn(move || vcpu.run(&b, &e, &s)) {
+        match std::thread::Builder::new()
+            .name("vcpu".into())
+            .spawn(move || vcpu.run(&b, &e, &s))
+        {
             Ok(t) => threads.push(t),
             Err(e) => {
-                exit.request(ExitReason::VcpuError(threads.len() as u8, format!("cannot start thread: {e}")));
+                exit.request(ExitReason::VcpuError(
+                    threads.len() as u8,
+                    format!("cannot start thread: {e}"),
+                ));
                 break;
             }
         }
@@ -186,7 +209,10 @@ pub fn open_console(serial: &SerialConfig) -> Result<Box<dyn std::io::Write + Se
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|err| VmmError::Device { what: "the serial output file", err })?,
+                .map_err(|err| VmmError::Device {
+                    what: "the serial output file",
+                    err,
+                })?,
         ),
     })
 }

@@ -4,7 +4,10 @@
 use std::process::{Command, Output};
 
 fn vfio_vmm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vfio-vmm")).args(args).output().expect("run vfio-vmm")
+    Command::new(env!("CARGO_BIN_EXE_vfio-vmm"))
+        .args(args)
+        .output()
+        .expect("run vfio-vmm")
 }
 
 /// Runs `vfio-vmm run` with `args` and returns its stderr, checking it failed with one line.
@@ -14,7 +17,11 @@ fn run_fails(args: &[&str]) -> String {
     let out = vfio_vmm(&all);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "vfio-vmm {all:?} succeeded");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
     assert!(stderr.starts_with("vfio-vmm: error: "), "{stderr}");
     stderr
 }
@@ -31,7 +38,10 @@ fn fake_kernel(test: &str) -> std::path::PathBuf {
 #[test]
 fn a_missing_kernel_is_named() {
     let err = run_fails(&["--kernel", "/nonexistent/bzImage"]);
-    assert!(err.contains("/nonexistent/bzImage") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("/nonexistent/bzImage") && err.contains("No such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -39,7 +49,10 @@ fn a_kernel_that_is_not_a_bzimage_says_what_to_pass() {
     let k = fake_kernel("not-bzimage");
     let err = run_fails(&["--kernel", k.to_str().unwrap(), "--memory", "64M"]);
     if !err.contains("/dev/kvm") {
-        assert!(err.contains("is not a bzImage") && err.contains("vmlinuz"), "{err}");
+        assert!(
+            err.contains("is not a bzImage") && err.contains("vmlinuz"),
+            "{err}"
+        );
     }
     std::fs::remove_file(k).unwrap();
 }
@@ -56,7 +69,9 @@ fn vcpu_counts_out_of_range_are_refused() {
 fn memory_too_small_too_large_or_malformed_is_refused() {
     assert!(run_fails(&["--kernel", "/k", "--memory", "16M"]).contains("at least 64 MiB"));
     assert!(run_fails(&["--kernel", "/k", "--memory", "lots"]).contains("K, M or G suffix"));
-    assert!(run_fails(&["--kernel", "/k", "--memory", "512M,hugepage=on"]).contains("hugepages=on|off"));
+    assert!(
+        run_fails(&["--kernel", "/k", "--memory", "512M,hugepage=on"]).contains("hugepages=on|off")
+    );
     let k = fake_kernel("memory");
     let err = run_fails(&["--kernel", k.to_str().unwrap(), "--memory", "65536G"]);
     if !err.contains("/dev/kvm") {
@@ -68,7 +83,12 @@ fn memory_too_small_too_large_or_malformed_is_refused() {
 #[test]
 fn hugepages_without_reserved_pages_say_how_to_reserve_them() {
     let k = fake_kernel("hugepages");
-    let err = run_fails(&["--kernel", k.to_str().unwrap(), "--memory", "32G,hugepages=on"]);
+    let err = run_fails(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--memory",
+        "32G,hugepages=on",
+    ]);
     if !err.contains("/dev/kvm") {
         assert!(err.contains("nr_hugepages"), "{err}");
     }
@@ -77,7 +97,13 @@ fn hugepages_without_reserved_pages_say_how_to_reserve_them() {
 
 #[test]
 fn a_malformed_mac_or_serial_is_refused() {
-    let out = vfio_vmm(&["run", "--kernel", "/k", "--net", "tap=t0,mac=zz:00:00:00:00:01"]);
+    let out = vfio_vmm(&[
+        "run",
+        "--kernel",
+        "/k",
+        "--net",
+        "tap=t0,mac=zz:00:00:00:00:01",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid MAC address"));
     assert!(run_fails(&["--kernel", "/k", "--serial", "pty"]).contains("stdio or file=PATH"));

@@ -43,7 +43,11 @@ impl BusDevice for MmioProbe {
 }
 
 fn kvm_usable() -> bool {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => true,
         Err(e) => {
             eprintln!("skipping: /dev/kvm is not usable here ({e})");
@@ -55,15 +59,26 @@ fn kvm_usable() -> bool {
 /// A one-vCPU machine with `code` at 0x1000 and the vCPU in real mode there.
 fn machine_with(code: &[u8]) -> (Machine, Captured) {
     let out = Captured::default();
-    let mem = MemoryConfig { size: 64 << 20, hugepages: false, mergeable: false };
+    let mem = MemoryConfig {
+        size: 64 << 20,
+        hugepages: false,
+        mergeable: false,
+    };
     let machine = Machine::new(&mem, 1, Vec::new(), Box::new(out.clone())).expect("machine");
-    machine.memory().write_slice(code, GuestAddress(LOAD_ADDR)).unwrap();
+    machine
+        .memory()
+        .write_slice(code, GuestAddress(LOAD_ADDR))
+        .unwrap();
     let vcpu = machine.vcpus()[0].fd();
     let mut sregs = vcpu.get_sregs().unwrap();
     sregs.cs.base = 0;
     sregs.cs.selector = 0;
     vcpu.set_sregs(&sregs).unwrap();
-    let regs = kvm_bindings::kvm_regs { rip: LOAD_ADDR, rflags: 2, ..Default::default() };
+    let regs = kvm_bindings::kvm_regs {
+        rip: LOAD_ADDR,
+        rflags: 2,
+        ..Default::default()
+    };
     vcpu.set_regs(&regs).unwrap();
     (machine, out)
 }
@@ -102,7 +117,7 @@ fn mmio_reads_and_writes_reach_the_device_that_owns_the_range() {
         return;
     }
     const MMIO_BASE: u32 = 0xe800_0000; // in the hole, clear of the PCI windows and ECAM
-    // DS's hidden base points at the MMIO page (set below), so 16-bit offsets reach it.
+                                        // DS's hidden base points at the MMIO page (set below), so 16-bit offsets reach it.
     let mut code = vec![
         0xc6, 0x06, 0x04, 0x00, 0x5a, // mov byte [4], 0x5a
         0x8a, 0x1e, 0x02, 0x00, // mov bl, [2]
@@ -113,14 +128,22 @@ fn mmio_reads_and_writes_reach_the_device_that_owns_the_range() {
     code.extend(power_off());
     let (mut machine, out) = machine_with(&code);
     let probe = Arc::new(Mutex::new(MmioProbe::default()));
-    machine.buses_mut().mmio.insert(u64::from(MMIO_BASE), 0x1000, probe.clone()).unwrap();
+    machine
+        .buses_mut()
+        .mmio
+        .insert(u64::from(MMIO_BASE), 0x1000, probe.clone())
+        .unwrap();
     let vcpu = machine.vcpus()[0].fd();
     let mut sregs = vcpu.get_sregs().unwrap();
     sregs.ds.base = u64::from(MMIO_BASE);
     vcpu.set_sregs(&sregs).unwrap();
     assert_eq!(machine.run().unwrap(), ExitReason::PowerOff);
     assert_eq!(probe.lock().unwrap().writes, vec![(4, vec![0x5a])]);
-    assert_eq!(&*out.0.lock().unwrap(), &[0x42], "the byte read at offset 2 reached the serial port");
+    assert_eq!(
+        &*out.0.lock().unwrap(),
+        &[0x42],
+        "the byte read at offset 2 reached the serial port"
+    );
 }
 
 #[test]

@@ -30,7 +30,13 @@ impl Rig {
     fn new(test: &str) -> Rig {
         let dir = std::env::temp_dir().join(format!("vfio-vmm-rig-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for part in ["l1/base.cpio", "l1/vmm.cpio", "l2/base.cpio", "l2/tools.cpio", "l2/vmlinuz"] {
+        for part in [
+            "l1/base.cpio",
+            "l1/vmm.cpio",
+            "l2/base.cpio",
+            "l2/tools.cpio",
+            "l2/vmlinuz",
+        ] {
             let p = dir.join(part);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"").unwrap();
@@ -45,7 +51,11 @@ impl Rig {
     /// Runs `run.sh custom` with the L1 runs following `plan`; returns
     /// (exit status, stdout, stderr, number of L1 runs).
     fn run(&self, plan: &str) -> (i32, String, String, u32) {
-        let path = format!("{}:{}", self.dir.join("bin").display(), std::env::var("PATH").unwrap());
+        let path = format!(
+            "{}:{}",
+            self.dir.join("bin").display(),
+            std::env::var("PATH").unwrap()
+        );
         let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rig/run.sh"))
             .arg("custom")
             .env("PATH", path)
@@ -81,7 +91,10 @@ fn script(path: &Path, text: &str) {
 fn a_run_without_a_verdict_that_passes_on_retry_exits_0() {
     let (status, stdout, stderr, runs) = Rig::new("lost-pass").run("lost,pass");
     assert_eq!(runs, 2);
-    assert!(stderr.contains("custom: L1 ended without a verdict"), "{stderr}");
+    assert!(
+        stderr.contains("custom: L1 ended without a verdict"),
+        "{stderr}"
+    );
     assert!(stdout.contains("RIG PASS custom"), "{stdout}");
     assert_eq!(status, 0, "stdout: {stdout}\nstderr: {stderr}");
 }
@@ -100,7 +113,10 @@ fn a_second_retry_can_still_pass() {
 fn three_runs_without_a_verdict_fail_the_scenario() {
     let (status, stdout, _, runs) = Rig::new("lost-lost-lost").run("lost,lost,lost,pass");
     assert_eq!(runs, 3);
-    assert!(stdout.contains("RIG FAIL custom: no verdict, qemu exit status 1"), "{stdout}");
+    assert!(
+        stdout.contains("RIG FAIL custom: no verdict, qemu exit status 1"),
+        "{stdout}"
+    );
     assert_eq!(status, 1);
 }
 
@@ -108,7 +124,10 @@ fn three_runs_without_a_verdict_fail_the_scenario() {
 fn a_fail_verdict_is_final_and_not_retried() {
     let (status, stdout, _, runs) = Rig::new("fail").run("fail,pass");
     assert_eq!(runs, 1);
-    assert!(stdout.contains("RIG FAIL custom: the L2 guest said no"), "{stdout}");
+    assert!(
+        stdout.contains("RIG FAIL custom: the L2 guest said no"),
+        "{stdout}"
+    );
     assert_eq!(status, 1);
 }
 

@@ -171,7 +171,10 @@ pub struct Msi {
 /// Refuses a capability and vector list that do not match one to one.
 fn check_vector_count(cap: &MsiCapability, vectors: &[Box<dyn MsiVector>]) -> Result<(), MsiError> {
     if vectors.len() != cap.vectors {
-        return Err(MsiError::VectorCountMismatch { expected: cap.vectors, given: vectors.len() });
+        return Err(MsiError::VectorCountMismatch {
+            expected: cap.vectors,
+            given: vectors.len(),
+        });
     }
     Ok(())
 }

@@ -51,15 +51,33 @@ pub fn render_svg(report: &Report) -> Result<String, ChartError> {
         let throughput: Vec<Group> = report
             .configurations
             .iter()
-            .map(|c| Group { label: label(&c.name, c.status), values: vec![c.metrics.tx_mbit_s, c.metrics.rx_mbit_s] })
+            .map(|c| Group {
+                label: label(&c.name, c.status),
+                values: vec![c.metrics.tx_mbit_s, c.metrics.rx_mbit_s],
+            })
             .collect();
         let latency: Vec<Group> = report
             .configurations
             .iter()
-            .map(|c| Group { label: label(&c.name, c.status), values: vec![c.metrics.rtt_p99_us] })
+            .map(|c| Group {
+                label: label(&c.name, c.status),
+                values: vec![c.metrics.rtt_p99_us],
+            })
             .collect();
-        bars(&top, "TCP throughput", "Mbit/s", &[("guest → host", TX), ("host → guest", RX)], &throughput)?;
-        bars(&bottom, "ping round trip, p99", "µs", &[("p99", RTT)], &latency)?;
+        bars(
+            &top,
+            "TCP throughput",
+            "Mbit/s",
+            &[("guest → host", TX), ("host → guest", RX)],
+            &throughput,
+        )?;
+        bars(
+            &bottom,
+            "ping round trip, p99",
+            "µs",
+            &[("p99", RTT)],
+            &latency,
+        )?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
@@ -75,7 +93,10 @@ fn bars(
     groups: &[Group],
 ) -> Result<(), ChartError> {
     let n = groups.len().max(1);
-    let top = groups.iter().flat_map(|g| g.values.iter().flatten().map(|s| s.max)).fold(0.0f64, f64::max);
+    let top = groups
+        .iter()
+        .flat_map(|g| g.values.iter().flatten().map(|s| s.max))
+        .fold(0.0f64, f64::max);
     let top = if top > 0.0 { top * 1.15 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 14))
@@ -88,7 +109,9 @@ fn bars(
     let name_at = |x: &f64| {
         let i = x.round();
         if (x - i).abs() < 1e-6 && i >= 0.0 {
-            labels.get(i as usize).map_or_else(String::new, |s| s.to_string())
+            labels
+                .get(i as usize)
+                .map_or_else(String::new, |s| s.to_string())
         } else {
             String::new()
         }
@@ -108,12 +131,19 @@ fn bars(
     for (j, (name, color)) in series.iter().enumerate() {
         let color = *color;
         let x0 = |i: usize| i as f64 - 0.35 + j as f64 * width;
-        let values =
-            || groups.iter().enumerate().filter_map(move |(i, g)| g.values.get(j).copied().flatten().map(|s| (i, s)));
+        let values = || {
+            groups
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, g)| g.values.get(j).copied().flatten().map(|s| (i, s)))
+        };
         chart
-            .draw_series(
-                values().map(|(i, s)| Rectangle::new([(x0(i), 0.0), (x0(i) + width * 0.9, s.median)], color.filled())),
-            )
+            .draw_series(values().map(|(i, s)| {
+                Rectangle::new(
+                    [(x0(i), 0.0), (x0(i) + width * 0.9, s.median)],
+                    color.filled(),
+                )
+            }))
             .map_err(draw_err)?
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
@@ -173,7 +203,10 @@ mod tests {
             run("passthrough", 1, 100_000_000),
             run("passthrough", 2, 120_000_000),
             run("qemu-virtio", 1, 50_000_000),
-            Record::Skip { config: "qemu-e1000e".into(), reason: "no qemu".into() },
+            Record::Skip {
+                config: "qemu-e1000e".into(),
+                reason: "no qemu".into(),
+            },
         ])
         .unwrap()
     }
@@ -182,18 +215,31 @@ mod tests {
     fn svg_has_one_bar_per_measured_value_and_labels_every_configuration() {
         let svg = render_svg(&report()).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
-        for label in ["passthrough", "qemu-virtio", "qemu-e1000e (skipped)", "guest → host", "Mbit/s"] {
+        for label in [
+            "passthrough",
+            "qemu-virtio",
+            "qemu-e1000e (skipped)",
+            "guest → host",
+            "Mbit/s",
+        ] {
             assert!(svg.contains(label), "missing {label}");
         }
         // Bars are filled rects in the series colours: 2 configurations x (tx, rx)
         // plus 2 p99 bars, plus one legend swatch per series.
-        let count = |c: RGBColor| svg.matches(&format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)).count();
+        let count = |c: RGBColor| {
+            svg.matches(&format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2))
+                .count()
+        };
         assert_eq!((count(TX), count(RX), count(RTT)), (2 + 1, 2 + 1, 2 + 1));
     }
 
     #[test]
     fn an_all_skipped_report_still_renders() {
-        let r = Report::build(&[Record::Skip { config: "passthrough".into(), reason: "no NIC".into() }]).unwrap();
+        let r = Report::build(&[Record::Skip {
+            config: "passthrough".into(),
+            reason: "no NIC".into(),
+        }])
+        .unwrap();
         let svg = render_svg(&r).unwrap();
         assert!(svg.contains("passthrough (skipped)"));
     }

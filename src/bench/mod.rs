@@ -231,7 +231,10 @@ impl Record {
 
 /// Reads every `*.txt` in `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<Vec<Record>, BenchError> {
-    let io = |source| BenchError::Io { path: dir.to_path_buf(), source };
+    let io = |source| BenchError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -242,8 +245,13 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Record>, BenchError> {
     files.sort();
     let mut records = Vec::new();
     for path in files {
-        let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io { path: path.clone(), source })?;
-        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         records.push(parse_record(&name, &text)?);
     }
     if !records.iter().any(|r| r.config().is_some()) {
@@ -262,19 +270,32 @@ pub fn parse_record(file: &str, text: &str) -> Result<Record, BenchError> {
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
-            return Err(BenchError::BadLine { file: file.into(), line: i + 1, text: line.into() });
+            return Err(BenchError::BadLine {
+                file: file.into(),
+                line: i + 1,
+                text: line.into(),
+            });
         };
         kv.insert(k.trim().to_string(), v.trim().to_string());
     }
     let f = Fields { file, kv: &kv };
     match f.str("record")? {
         "setup" => Ok(Record::Setup(kv.clone())),
-        "skip" => Ok(Record::Skip { config: f.str("config")?.into(), reason: f.str("reason")?.into() }),
-        "fail" => Ok(Record::Fail { config: f.str("config")?.into(), reason: f.str("reason")?.into() }),
+        "skip" => Ok(Record::Skip {
+            config: f.str("config")?.into(),
+            reason: f.str("reason")?.into(),
+        }),
+        "fail" => Ok(Record::Fail {
+            config: f.str("config")?.into(),
+            reason: f.str("reason")?.into(),
+        }),
         "run" => Ok(Record::Run(RunRecord {
             config: f.str("config")?.into(),
             vmm: f.str("vmm")?.into(),
-            rep: f.int("rep")?.try_into().map_err(|_| f.bad("rep", "repetition number"))?,
+            rep: f
+                .int("rep")?
+                .try_into()
+                .map_err(|_| f.bad("rep", "repetition number"))?,
             tx_bytes: f.int("tx_bytes")?,
             tx_seconds: f.secs("tx_seconds")?,
             rx_bytes: f.int("rx_bytes")?,
@@ -288,7 +309,10 @@ pub fn parse_record(file: &str, text: &str) -> Result<Record, BenchError> {
             vmm_guest_ticks: f.opt_int("vmm_guest_ticks")?,
             host_cpu_ticks: f.opt_int("host_cpu_ticks")?,
         })),
-        other => Err(BenchError::UnknownRecord { file: file.into(), kind: other.into() }),
+        other => Err(BenchError::UnknownRecord {
+            file: file.into(),
+            kind: other.into(),
+        }),
     }
 }
 
@@ -300,16 +324,29 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn str(&self, key: &'static str) -> Result<&str, BenchError> {
-        self.kv.get(key).map(String::as_str).ok_or(BenchError::MissingKey { file: self.file.into(), key })
+        self.kv
+            .get(key)
+            .map(String::as_str)
+            .ok_or(BenchError::MissingKey {
+                file: self.file.into(),
+                key,
+            })
     }
 
     fn bad(&self, key: &str, what: &'static str) -> BenchError {
         let value = self.kv.get(key).cloned().unwrap_or_default();
-        BenchError::BadValue { file: self.file.into(), key: key.into(), value, what }
+        BenchError::BadValue {
+            file: self.file.into(),
+            key: key.into(),
+            value,
+            what,
+        }
     }
 
     fn int(&self, key: &'static str) -> Result<u64, BenchError> {
-        self.str(key)?.parse().map_err(|_| self.bad(key, "non-negative integer"))
+        self.str(key)?
+            .parse()
+            .map_err(|_| self.bad(key, "non-negative integer"))
     }
 
     fn opt_int(&self, key: &'static str) -> Result<Option<u64>, BenchError> {
@@ -332,7 +369,13 @@ impl Fields<'_> {
         if v.is_empty() {
             return Ok(Vec::new());
         }
-        v.split(',').map(|x| x.trim().parse().map_err(|_| self.bad(key, "comma-separated list of integers"))).collect()
+        v.split(',')
+            .map(|x| {
+                x.trim()
+                    .parse()
+                    .map_err(|_| self.bad(key, "comma-separated list of integers"))
+            })
+            .collect()
     }
 }
 
@@ -352,42 +395,81 @@ mod tests {
 
     #[test]
     fn parses_a_run_record_with_optional_cpu_fields() {
-        let Record::Run(r) = parse_record("virtio-net-2.txt", RUN).unwrap() else { panic!("not a run") };
-        assert_eq!((r.rep, r.tx_bytes, r.rx_bytes, r.clk_tck), (2, 250_000_000, 125_000_000, 100));
+        let Record::Run(r) = parse_record("virtio-net-2.txt", RUN).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(
+            (r.rep, r.tx_bytes, r.rx_bytes, r.clk_tck),
+            (2, 250_000_000, 125_000_000, 100)
+        );
         assert_eq!(r.rtt_us, vec![120, 80, 100]);
-        assert_eq!((r.vmm_cpu_ticks, r.vmm_guest_ticks, r.host_cpu_ticks), (Some(150), Some(50), Some(300)));
+        assert_eq!(
+            (r.vmm_cpu_ticks, r.vmm_guest_ticks, r.host_cpu_ticks),
+            (Some(150), Some(50), Some(300))
+        );
 
-        let no_cpu: String = RUN.lines().filter(|l| !l.contains("_ticks")).map(|l| format!("{l}\n")).collect();
-        let Record::Run(r) = parse_record("x.txt", &no_cpu).unwrap() else { panic!("not a run") };
+        let no_cpu: String = RUN
+            .lines()
+            .filter(|l| !l.contains("_ticks"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let Record::Run(r) = parse_record("x.txt", &no_cpu).unwrap() else {
+            panic!("not a run")
+        };
         assert_eq!(r.vmm_cpu_ticks, None);
     }
 
     #[test]
     fn errors_name_the_file_and_the_key() {
-        let e = parse_record("a.txt", &RUN.replace("tx_bytes=250000000", "tx_bytes=12MB")).unwrap_err();
-        assert_eq!(e.to_string(), "a.txt: tx_bytes=12MB is not a valid non-negative integer");
+        let e =
+            parse_record("a.txt", &RUN.replace("tx_bytes=250000000", "tx_bytes=12MB")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a.txt: tx_bytes=12MB is not a valid non-negative integer"
+        );
         let e = parse_record("a.txt", &RUN.replace("rx_seconds=2.5", "rx_seconds=0")).unwrap_err();
-        assert!(matches!(e, BenchError::BadValue { ref key, .. } if key == "rx_seconds"), "{e}");
-        let e = parse_record("a.txt", &RUN.replace("rx_seconds=2.5", "rx_seconds=NaN")).unwrap_err();
-        assert!(matches!(e, BenchError::BadValue { ref key, .. } if key == "rx_seconds"), "{e}");
+        assert!(
+            matches!(e, BenchError::BadValue { ref key, .. } if key == "rx_seconds"),
+            "{e}"
+        );
+        let e =
+            parse_record("a.txt", &RUN.replace("rx_seconds=2.5", "rx_seconds=NaN")).unwrap_err();
+        assert!(
+            matches!(e, BenchError::BadValue { ref key, .. } if key == "rx_seconds"),
+            "{e}"
+        );
         let e = parse_record("b.txt", &RUN.replace("vmm=vfio-vmm\n", "")).unwrap_err();
         assert_eq!(e.to_string(), "b.txt: missing key 'vmm'");
         let e = parse_record("c.txt", "record=run\nno equals sign\n").unwrap_err();
         assert!(matches!(e, BenchError::BadLine { line: 2, .. }), "{e}");
         let e = parse_record("d.txt", "record=bogus\n").unwrap_err();
         assert!(matches!(e, BenchError::UnknownRecord { .. }), "{e}");
-        let e = parse_record("e.txt", &RUN.replace("rtt_us=120,80,100", "rtt_us=120,,100")).unwrap_err();
-        assert!(matches!(e, BenchError::BadValue { ref key, .. } if key == "rtt_us"), "{e}");
+        let e = parse_record(
+            "e.txt",
+            &RUN.replace("rtt_us=120,80,100", "rtt_us=120,,100"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, BenchError::BadValue { ref key, .. } if key == "rtt_us"),
+            "{e}"
+        );
     }
 
     #[test]
     fn skip_and_setup_records_keep_their_text() {
-        let r = parse_record("q.txt", "record=skip\nconfig=qemu-virtio\nreason=qemu-system-x86_64 is not installed\n");
+        let r = parse_record(
+            "q.txt",
+            "record=skip\nconfig=qemu-virtio\nreason=qemu-system-x86_64 is not installed\n",
+        );
         assert_eq!(
             r.unwrap(),
-            Record::Skip { config: "qemu-virtio".into(), reason: "qemu-system-x86_64 is not installed".into() }
+            Record::Skip {
+                config: "qemu-virtio".into(),
+                reason: "qemu-system-x86_64 is not installed".into()
+            }
         );
-        let Record::Setup(kv) = parse_record("setup.txt", "record=setup\nhost=rig: a=b\n").unwrap() else {
+        let Record::Setup(kv) = parse_record("setup.txt", "record=setup\nhost=rig: a=b\n").unwrap()
+        else {
             panic!("not setup")
         };
         // Only the first '=' splits: values may contain '='.

@@ -34,7 +34,13 @@ use serde::Serialize;
 use super::{BenchError, Record, RunRecord};
 
 /// The configurations in the order the report shows them; others follow by name.
-pub const CONFIG_ORDER: [&str; 5] = ["passthrough", "virtio-net", "qemu-virtio", "qemu-e1000e", "qemu-passthrough"];
+pub const CONFIG_ORDER: [&str; 5] = [
+    "passthrough",
+    "virtio-net",
+    "qemu-virtio",
+    "qemu-e1000e",
+    "qemu-passthrough",
+];
 
 /// Errors in the statistics' inputs.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -65,8 +71,17 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Some(Summary { median, min: v[0], max: v[n - 1], n })
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Summary {
+        median,
+        min: v[0],
+        max: v[n - 1],
+        n,
+    })
 }
 
 /// The nearest-rank percentile `p` (0–100) of `values`: the smallest value
@@ -154,7 +169,9 @@ impl RunMetrics {
         let gb = (r.tx_bytes + r.rx_bytes) as f64 / 1e9;
         let per_gb = |ticks: Option<u64>| {
             let ticks = ticks?;
-            (gb > 0.0).then(|| ticks as f64 / r.clk_tck as f64 / gb).and_then(finite)
+            (gb > 0.0)
+                .then(|| ticks as f64 / r.clk_tck as f64 / gb)
+                .and_then(finite)
         };
         let nonguest = match (r.vmm_cpu_ticks, r.vmm_guest_ticks) {
             (Some(all), Some(guest)) => Some(all.saturating_sub(guest)),
@@ -180,7 +197,12 @@ pub type Metrics = MetricSet<Option<Summary>>;
 impl Metrics {
     fn from_runs(runs: &[RunMetrics]) -> Self {
         Metrics::from_fn(|i| {
-            summarize(&runs.iter().filter_map(|r| *r.m.values()[i]).collect::<Vec<_>>())
+            summarize(
+                &runs
+                    .iter()
+                    .filter_map(|r| *r.m.values()[i])
+                    .collect::<Vec<_>>(),
+            )
         })
     }
 }
@@ -234,17 +256,34 @@ impl Report {
         let mut by_config: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
         for r in records {
             match r {
-                Record::Setup(kv) => {
-                    setup.extend(kv.iter().filter(|(k, _)| *k != "record").map(|(k, v)| (k.clone(), v.clone())))
-                }
-                _ => by_config.entry(r.config().unwrap_or_default()).or_default().push(r),
+                Record::Setup(kv) => setup.extend(
+                    kv.iter()
+                        .filter(|(k, _)| *k != "record")
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                ),
+                _ => by_config
+                    .entry(r.config().unwrap_or_default())
+                    .or_default()
+                    .push(r),
             }
         }
-        let rank = |name: &str| CONFIG_ORDER.iter().position(|c| *c == name).unwrap_or(CONFIG_ORDER.len());
+        let rank = |name: &str| {
+            CONFIG_ORDER
+                .iter()
+                .position(|c| *c == name)
+                .unwrap_or(CONFIG_ORDER.len())
+        };
         let mut names: Vec<&str> = by_config.keys().copied().collect();
         names.sort_by_key(|n| (rank(n), *n));
-        let configurations = names.into_iter().map(|name| config_result(name, &by_config[name])).collect();
-        Ok(Report { schema: "vfio-vmm-bench-net/1", setup, configurations })
+        let configurations = names
+            .into_iter()
+            .map(|name| config_result(name, &by_config[name]))
+            .collect();
+        Ok(Report {
+            schema: "vfio-vmm-bench-net/1",
+            setup,
+            configurations,
+        })
     }
 
     /// `net.json`, pretty-printed.
@@ -263,8 +302,15 @@ impl Report {
                 continue;
             };
             if c.status != Status::Ok {
-                let word = if c.status == Status::Skipped { "skipped" } else { "failed" };
-                out.push(format!("{name}: {word}: {}", c.reason.as_deref().unwrap_or("no reason given")));
+                let word = if c.status == Status::Skipped {
+                    "skipped"
+                } else {
+                    "failed"
+                };
+                out.push(format!(
+                    "{name}: {word}: {}",
+                    c.reason.as_deref().unwrap_or("no reason given")
+                ));
                 continue;
             }
             if c.runs < min_reps {
@@ -300,10 +346,16 @@ impl Report {
             what.push(format!("guest with {c} vCPU(s) and {m} MiB"));
         }
         if let Some(t) = get("iperf3_seconds") {
-            what.push(format!("iperf3 TCP for {t} s each way ({})", get("iperf3").unwrap_or("iperf3")));
+            what.push(format!(
+                "iperf3 TCP for {t} s each way ({})",
+                get("iperf3").unwrap_or("iperf3")
+            ));
         }
         if let Some(p) = get("pings") {
-            what.push(format!("{p} pings at {} ms intervals", get("ping_interval_ms").unwrap_or("?")));
+            what.push(format!(
+                "{p} pings at {} ms intervals",
+                get("ping_interval_ms").unwrap_or("?")
+            ));
         }
         if !what.is_empty() {
             let _ = writeln!(s, "Each configuration: {}.", what.join(", "));
@@ -326,12 +378,23 @@ impl Report {
         for c in &self.configurations {
             let vmm = c.vmm.as_deref().unwrap_or("–");
             if c.status != Status::Ok && c.runs == 0 {
-                let word = if c.status == Status::Skipped { "skipped" } else { "FAILED" };
+                let word = if c.status == Status::Skipped {
+                    "skipped"
+                } else {
+                    "FAILED"
+                };
                 let reason = escape(c.reason.as_deref().unwrap_or(""));
-                let _ = writeln!(s, "| {} | {vmm} | 0 | {word}: {reason} | | | | | | |", c.name);
+                let _ = writeln!(
+                    s,
+                    "| {} | {vmm} | 0 | {word}: {reason} | | | | | | |",
+                    c.name
+                );
                 continue;
             }
-            let cells = c.metrics.values().map(|x| x.map_or_else(|| "–".to_string(), |x| cell(&x)));
+            let cells = c
+                .metrics
+                .values()
+                .map(|x| x.map_or_else(|| "–".to_string(), |x| cell(&x)));
             let name = match (c.status, &c.reason) {
                 (Status::Failed, Some(r)) => format!("{} (FAILED: {})", c.name, escape(r)),
                 _ => c.name.clone(),
@@ -457,7 +520,9 @@ mod tests {
 
     #[test]
     fn run_metrics_convert_units() {
-        let Record::Run(r) = run("x", 1, 250_000_000, vec![100, 300, 200]) else { unreachable!() };
+        let Record::Run(r) = run("x", 1, 250_000_000, vec![100, 300, 200]) else {
+            unreachable!()
+        };
         let m = RunMetrics::from_run(&r).m;
         // 250 MB in 2 s = 1000 Mbit/s; 500 MB in 4 s = 1000 Mbit/s.
         assert_eq!((m.tx_mbit_s, m.rx_mbit_s), (Some(1000.0), Some(1000.0)));
@@ -470,22 +535,33 @@ mod tests {
 
     #[test]
     fn nothing_moved_gives_no_cpu_per_gb_rather_than_infinity() {
-        let Record::Run(mut r) = run("x", 1, 0, vec![]) else { unreachable!() };
+        let Record::Run(mut r) = run("x", 1, 0, vec![]) else {
+            unreachable!()
+        };
         r.rx_bytes = 0;
         let m = RunMetrics::from_run(&r);
-        assert_eq!((m.m.tx_mbit_s, m.m.vmm_cpu_s_per_gb, m.m.rtt_p99_us), (Some(0.0), None, None));
+        assert_eq!(
+            (m.m.tx_mbit_s, m.m.vmm_cpu_s_per_gb, m.m.rtt_p99_us),
+            (Some(0.0), None, None)
+        );
         let json = serde_json::to_string(&m).unwrap();
         assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");
     }
 
     fn sample() -> Report {
         Report::build(&[
-            Record::Skip { config: "qemu-virtio".into(), reason: "qemu-system-x86_64 is not installed".into() },
+            Record::Skip {
+                config: "qemu-virtio".into(),
+                reason: "qemu-system-x86_64 is not installed".into(),
+            },
             run("virtio-net", 2, 500_000_000, vec![90]),
             run("virtio-net", 1, 250_000_000, vec![100]),
             run("virtio-net", 3, 1_000_000_000, vec![110]),
             run("passthrough", 1, 250_000_000, vec![50]),
-            Record::Fail { config: "qemu-e1000e".into(), reason: "L2 scenario script exited 1 | boom".into() },
+            Record::Fail {
+                config: "qemu-e1000e".into(),
+                reason: "L2 scenario script exited 1 | boom".into(),
+            },
         ])
         .unwrap()
     }
@@ -494,12 +570,26 @@ mod tests {
     fn report_orders_configurations_and_summarizes_repetitions() {
         let r = sample();
         let names: Vec<&str> = r.configurations.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["passthrough", "virtio-net", "qemu-virtio", "qemu-e1000e"]);
+        assert_eq!(
+            names,
+            ["passthrough", "virtio-net", "qemu-virtio", "qemu-e1000e"]
+        );
         let v = &r.configurations[1];
         assert_eq!((v.status, v.runs), (Status::Ok, 3));
-        assert_eq!(v.per_run.iter().map(|p| p.rep).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            v.per_run.iter().map(|p| p.rep).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         // tx: 1000, 2000, 4000 Mbit/s.
-        assert_eq!(v.metrics.tx_mbit_s, Some(Summary { median: 2000.0, min: 1000.0, max: 4000.0, n: 3 }));
+        assert_eq!(
+            v.metrics.tx_mbit_s,
+            Some(Summary {
+                median: 2000.0,
+                min: 1000.0,
+                max: 4000.0,
+                n: 3
+            })
+        );
         assert_eq!(r.configurations[2].status, Status::Skipped);
         assert_eq!(r.configurations[3].status, Status::Failed);
     }
@@ -509,7 +599,12 @@ mod tests {
         let t = sample().table();
         let rows: Vec<&str> = t.lines().collect();
         assert_eq!(rows.len(), 2 + 4);
-        let cols = |row: &str| row.split(" | ").map(str::trim).map(String::from).collect::<Vec<_>>();
+        let cols = |row: &str| {
+            row.split(" | ")
+                .map(str::trim)
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
         let header = cols(rows[0]);
         let virtio = cols(rows[3]);
         assert_eq!(header.len(), virtio.len());
@@ -521,18 +616,38 @@ mod tests {
         assert_eq!(cols(rows[2])[at("tx Mbit/s")], "1000");
         assert_eq!(
             (num(0.0), num(0.1234), num(5.678), num(56.78), num(5678.9)),
-            ("0".into(), "0.123".into(), "5.68".into(), "56.8".into(), "5679".into())
+            (
+                "0".into(),
+                "0.123".into(),
+                "5.68".into(),
+                "56.8".into(),
+                "5679".into()
+            )
         );
-        assert!(rows[4].contains("skipped: qemu-system-x86_64 is not installed"), "{}", rows[4]);
+        assert!(
+            rows[4].contains("skipped: qemu-system-x86_64 is not installed"),
+            "{}",
+            rows[4]
+        );
         // The reason's '|' must not open a new column.
-        assert!(rows[5].contains("FAILED: L2 scenario script exited 1 \\| boom"), "{}", rows[5]);
+        assert!(
+            rows[5].contains("FAILED: L2 scenario script exited 1 \\| boom"),
+            "{}",
+            rows[5]
+        );
     }
 
     #[test]
     fn strict_check_lists_every_gap() {
         let r = sample();
-        let require: Vec<String> =
-            ["passthrough", "virtio-net", "qemu-virtio", "qemu-passthrough"].map(String::from).into();
+        let require: Vec<String> = [
+            "passthrough",
+            "virtio-net",
+            "qemu-virtio",
+            "qemu-passthrough",
+        ]
+        .map(String::from)
+        .into();
         let p = r.problems(&require, 3);
         assert_eq!(
             p,

@@ -5,7 +5,9 @@
 use acpi_tables::aml::{Name, Package};
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
-use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
+use acpi_tables::madt::{
+    EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
+};
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
@@ -48,12 +50,21 @@ fn bytes_of(aml: &dyn Aml) -> Vec<u8> {
 }
 
 fn io_register(port: u16) -> GAS {
-    GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, u64::from(port))
+    GAS::new(
+        AddressSpace::SystemIo,
+        8,
+        0,
+        AccessSize::ByteAccess,
+        u64::from(port),
+    )
 }
 
 fn dsdt(devices: &[u8]) -> Vec<u8> {
     let mut t = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE, 1);
-    let s5 = Name::new("_S5_".into(), &Package::new(vec![&S5_SLEEP_TYPE, &S5_SLEEP_TYPE, &0u8, &0u8]));
+    let s5 = Name::new(
+        "_S5_".into(),
+        &Package::new(vec![&S5_SLEEP_TYPE, &S5_SLEEP_TYPE, &0u8, &0u8]),
+    );
     s5.to_aml_bytes(&mut t);
     devices.iter().for_each(|&b| t.append(b));
     t.update_checksum();
@@ -75,7 +86,12 @@ fn fadt(dsdt_addr: u64) -> Vec<u8> {
 }
 
 fn madt(cpus: u8) -> Vec<u8> {
-    let mut m = MADT::new(OEM_ID, OEM_TABLE, 1, LocalInterruptController::Address(layout::LAPIC_ADDR as u32));
+    let mut m = MADT::new(
+        OEM_ID,
+        OEM_TABLE,
+        1,
+        LocalInterruptController::Address(layout::LAPIC_ADDR as u32),
+    );
     for id in 0..cpus {
         m.add_structure(ProcessorLocalApic::new(id, id, EnabledStatus::Enabled));
     }
@@ -104,7 +120,10 @@ pub fn write_tables(mem: &GuestMemory, inputs: &AcpiInputs) -> Result<(), AcpiEr
     if next > layout::HIMEM_START {
         return Err(AcpiError::TooLarge((next - layout::ACPI_START) as usize));
     }
-    mem.write_slice(&bytes_of(&Rsdp::new(OEM_ID, xsdt_addr)), GuestAddress(layout::ACPI_START))?;
+    mem.write_slice(
+        &bytes_of(&Rsdp::new(OEM_ID, xsdt_addr)),
+        GuestAddress(layout::ACPI_START),
+    )?;
     Ok(())
 }
 
@@ -127,16 +146,36 @@ mod tests {
 
     #[test]
     fn rsdp_leads_to_fadt_and_madt_with_every_cpu() {
-        let mem = create_guest_memory(&MemoryConfig { size: 64 << 20, hugepages: false, mergeable: false }, &[(0, 64 << 20)]).unwrap();
-        write_tables(&mem, &AcpiInputs { cpus: 3, dsdt_devices: &[], extra_tables: vec![] }).unwrap();
+        let mem = create_guest_memory(
+            &MemoryConfig {
+                size: 64 << 20,
+                hugepages: false,
+                mergeable: false,
+            },
+            &[(0, 64 << 20)],
+        )
+        .unwrap();
+        write_tables(
+            &mem,
+            &AcpiInputs {
+                cpus: 3,
+                dsdt_devices: &[],
+                extra_tables: vec![],
+            },
+        )
+        .unwrap();
         let mut rsdp = [0u8; 36];
-        mem.read_slice(&mut rsdp, GuestAddress(layout::ACPI_START)).unwrap();
+        mem.read_slice(&mut rsdp, GuestAddress(layout::ACPI_START))
+            .unwrap();
         assert_eq!(&rsdp[..8], b"RSD PTR ");
         assert!(checksum_ok(&rsdp[..20]) && checksum_ok(&rsdp));
         let xsdt = table_at(&mem, u64::from_le_bytes(rsdp[24..32].try_into().unwrap()));
         assert_eq!(&xsdt[..4], b"XSDT");
         assert!(checksum_ok(&xsdt));
-        let entries: Vec<u64> = xsdt[36..].chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let entries: Vec<u64> = xsdt[36..]
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let tables: Vec<Vec<u8>> = entries.iter().map(|&a| table_at(&mem, a)).collect();
         assert!(tables.iter().all(|t| checksum_ok(t)));
         let fadt = tables.iter().find(|t| &t[..4] == b"FACP").unwrap();

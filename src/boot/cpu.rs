@@ -6,7 +6,9 @@ use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::layout::{BOOT_STACK_ADDR, GDT_ADDR, IDT_ADDR, PDPT_ADDR, PD_ADDR, PML4_ADDR, ZERO_PAGE_ADDR};
+use crate::layout::{
+    BOOT_STACK_ADDR, GDT_ADDR, IDT_ADDR, PDPT_ADDR, PD_ADDR, PML4_ADDR, ZERO_PAGE_ADDR,
+};
 use crate::memory::GuestMemory;
 
 /// Errors while setting up a vCPU's boot state.
@@ -57,7 +59,11 @@ fn segment(entry: u64, index: u16) -> kvm_segment {
         limit: {
             let raw = (entry & 0xffff) | (((entry >> 48) & 0xf) << 16);
             let raw = raw as u32;
-            if flag(55, 1) == 1 { (raw << 12) | 0xfff } else { raw }
+            if flag(55, 1) == 1 {
+                (raw << 12) | 0xfff
+            } else {
+                raw
+            }
         },
         selector: index * 8,
         type_: flag(40, 4),
@@ -124,7 +130,11 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, entry: u64) -> Result<(), CpuError> {
 
 /// Sets the FPU's power-on control words (every vCPU).
 pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), CpuError> {
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
     vcpu.set_fpu(&fpu).map_err(kvm_err("fpu"))
 }
 

@@ -65,16 +65,28 @@ mod tests {
     use kvm_bindings::kvm_cpuid_entry2;
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 { function, index, ..Default::default() }
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ..Default::default()
+        }
     }
 
     fn find(c: &CpuId, function: u32, index: u32) -> kvm_cpuid_entry2 {
-        *c.as_slice().iter().find(|e| e.function == function && e.index == index).unwrap()
+        *c.as_slice()
+            .iter()
+            .find(|e| e.function == function && e.index == index)
+            .unwrap()
     }
 
     #[test]
     fn topology_names_each_vcpu_and_counts_cores() {
-        let entries = [entry(1, 0), entry(0xb, 0), entry(0xb, 1), entry(0x8000_0008, 0)];
+        let entries = [
+            entry(1, 0),
+            entry(0xb, 0),
+            entry(0xb, 1),
+            entry(0x8000_0008, 0),
+        ];
         let mut c = CpuId::from_entries(&entries).unwrap();
         configure(&mut c, 3, 4);
         let leaf1 = find(&c, 1, 0);
@@ -83,7 +95,10 @@ mod tests {
         assert_ne!(leaf1.ecx & ECX_HYPERVISOR, 0);
         assert_ne!(leaf1.edx & EDX_HTT, 0);
         let core = find(&c, 0xb, 1);
-        assert_eq!((core.eax, core.ebx, core.ecx >> 8, core.edx), (2, 4, LEVEL_CORE, 3));
+        assert_eq!(
+            (core.eax, core.ebx, core.ecx >> 8, core.edx),
+            (2, 4, LEVEL_CORE, 3)
+        );
         assert_eq!(find(&c, 0x8000_0008, 0).ecx & 0xff, 3);
     }
 

@@ -62,7 +62,10 @@ const KERNEL_LOADER_OTHER: u8 = 0xff;
 const STARTUP_64_OFFSET: u64 = 0x200;
 
 fn open(path: &Path) -> Result<File, LinuxError> {
-    File::open(path).map_err(|err| LinuxError::Read { path: path.into(), err })
+    File::open(path).map_err(|err| LinuxError::Read {
+        path: path.into(),
+        err,
+    })
 }
 
 /// The loaded initramfs: guest address and size.
@@ -71,11 +74,23 @@ struct Initramfs {
     size: u64,
 }
 
-fn load_initramfs(mem: &GuestMemory, path: &Path, kernel_end: u64, max_addr: u64, low_ram_end: u64) -> Result<Initramfs, LinuxError> {
-    let data = std::fs::read(path).map_err(|err| LinuxError::Read { path: path.into(), err })?;
+fn load_initramfs(
+    mem: &GuestMemory,
+    path: &Path,
+    kernel_end: u64,
+    max_addr: u64,
+    low_ram_end: u64,
+) -> Result<Initramfs, LinuxError> {
+    let data = std::fs::read(path).map_err(|err| LinuxError::Read {
+        path: path.into(),
+        err,
+    })?;
     let size = data.len() as u64;
     let top = low_ram_end.min(max_addr.saturating_add(1));
-    let addr = top.checked_sub(size).map(|a| a & !0xfff).filter(|&a| a >= kernel_end);
+    let addr = top
+        .checked_sub(size)
+        .map(|a| a & !0xfff)
+        .filter(|&a| a >= kernel_end);
     let addr = addr.ok_or(LinuxError::InitramfsTooLarge { size: size >> 20 })?;
     mem.write_slice(&data, GuestAddress(addr))?;
     Ok(Initramfs { addr, size })
@@ -83,7 +98,13 @@ fn load_initramfs(mem: &GuestMemory, path: &Path, kernel_end: u64, max_addr: u64
 
 /// Loads kernel, initramfs and command line, and writes the zero page
 /// describing RAM in the `ram` regions (start, size).
-pub fn load(mem: &GuestMemory, ram: &[(u64, u64)], kernel: &Path, initramfs: Option<&Path>, cmdline: &str) -> Result<LoadedKernel, LinuxError> {
+pub fn load(
+    mem: &GuestMemory,
+    ram: &[(u64, u64)],
+    kernel: &Path,
+    initramfs: Option<&Path>,
+    cmdline: &str,
+) -> Result<LoadedKernel, LinuxError> {
     let mut file = open(kernel)?;
     let loaded = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
         .map_err(|e| LinuxError::NotBzImage(kernel.into(), e))?;
@@ -92,13 +113,21 @@ pub fn load(mem: &GuestMemory, ram: &[(u64, u64)], kernel: &Path, initramfs: Opt
         params.hdr = hdr;
     }
 
-    let max_cmdline = match params.hdr.cmdline_size { 0 => 2048, n => n as usize };
+    let max_cmdline = match params.hdr.cmdline_size {
+        0 => 2048,
+        n => n as usize,
+    };
     let cl = Cmdline::try_from(cmdline, max_cmdline).map_err(LinuxError::Cmdline)?;
     load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &cl).map_err(LinuxError::LoadCmdline)?;
 
     if let Some(path) = initramfs {
-        let max = match params.hdr.initrd_addr_max { 0 => 0x37ff_ffff, n => u64::from(n) };
-        let low_ram_end = ram.first().map_or(0, |&(start, size)| (start + size).min(layout::MMIO_HOLE_START));
+        let max = match params.hdr.initrd_addr_max {
+            0 => 0x37ff_ffff,
+            n => u64::from(n),
+        };
+        let low_ram_end = ram.first().map_or(0, |&(start, size)| {
+            (start + size).min(layout::MMIO_HOLE_START)
+        });
         let rd = load_initramfs(mem, path, loaded.kernel_end, max, low_ram_end)?;
         params.hdr.ramdisk_image = rd.addr as u32;
         params.hdr.ramdisk_size = rd.size as u32;
@@ -118,7 +147,9 @@ pub fn load(mem: &GuestMemory, ram: &[(u64, u64)], kernel: &Path, initramfs: Opt
 
     let bp = BootParams::new(&params, GuestAddress(ZERO_PAGE_ADDR));
     LinuxBootConfigurator::write_bootparams(&bp, mem).map_err(LinuxError::ZeroPage)?;
-    Ok(LoadedKernel { entry: loaded.kernel_load.0 + STARTUP_64_OFFSET })
+    Ok(LoadedKernel {
+        entry: loaded.kernel_load.0 + STARTUP_64_OFFSET,
+    })
 }
 
 #[cfg(test)]
@@ -128,7 +159,15 @@ mod tests {
     use crate::memory::create_guest_memory;
 
     fn mem() -> GuestMemory {
-        create_guest_memory(&MemoryConfig { size: 64 << 20, hugepages: false, mergeable: false }, &[(0, 64 << 20)]).unwrap()
+        create_guest_memory(
+            &MemoryConfig {
+                size: 64 << 20,
+                hugepages: false,
+                mergeable: false,
+            },
+            &[(0, 64 << 20)],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -137,9 +176,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("not-a-kernel");
         std::fs::write(&path, vec![0u8; 8192]).unwrap();
-        let err = load(&mem(), &[(0, 64 << 20)], &path, None, "console=ttyS0").unwrap_err().to_string();
+        let err = load(&mem(), &[(0, 64 << 20)], &path, None, "console=ttyS0")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not a bzImage"), "{err}");
-        let err = load(&mem(), &[(0, 64 << 20)], &dir.join("missing"), None, "").unwrap_err().to_string();
+        let err = load(&mem(), &[(0, 64 << 20)], &dir.join("missing"), None, "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot read"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }

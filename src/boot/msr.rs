@@ -34,7 +34,11 @@ pub fn boot_msrs() -> Msrs {
         (MSR_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_TYPE_WRBACK),
     ]
     .into_iter()
-    .map(|(index, data)| kvm_msr_entry { index, data, ..Default::default() })
+    .map(|(index, data)| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    })
     .collect();
     Msrs::from_entries(&entries).expect("11 entries fit in KVM_MAX_MSR_ENTRIES")
 }

@@ -51,8 +51,16 @@ impl Bus {
     }
 
     /// Gives `device` the range [base, base + len).
-    pub fn insert(&mut self, base: u64, len: u64, device: Arc<Mutex<dyn BusDevice>>) -> Result<(), BusError> {
-        let end = base.checked_add(len).filter(|_| len > 0).ok_or(BusError::BadRange { base, len })?;
+    pub fn insert(
+        &mut self,
+        base: u64,
+        len: u64,
+        device: Arc<Mutex<dyn BusDevice>>,
+    ) -> Result<(), BusError> {
+        let end = base
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(BusError::BadRange { base, len })?;
         let at = self.entries.partition_point(|e| e.base < base);
         let clashes_prev = at > 0 && self.entries[at - 1].base + self.entries[at - 1].len > base;
         let clashes_next = self.entries.get(at).is_some_and(|e| e.base < end);
@@ -64,7 +72,10 @@ impl Bus {
     }
 
     fn find(&self, addr: u64, size: usize) -> Option<(&Entry, u64)> {
-        let at = self.entries.partition_point(|e| e.base <= addr).checked_sub(1)?;
+        let at = self
+            .entries
+            .partition_point(|e| e.base <= addr)
+            .checked_sub(1)?;
         let e = &self.entries[at];
         let offset = addr - e.base;
         (offset.checked_add(size as u64)? <= e.len).then_some((e, offset))
@@ -74,7 +85,10 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((e, offset)) => {
-                e.device.lock().unwrap_or_else(|p| p.into_inner()).read(offset, data);
+                e.device
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .read(offset, data);
                 true
             }
             None => false,
@@ -85,7 +99,10 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((e, offset)) => {
-                e.device.lock().unwrap_or_else(|p| p.into_inner()).write(offset, data);
+                e.device
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .write(offset, data);
                 true
             }
             None => false,
@@ -126,7 +143,8 @@ mod tests {
     #[test]
     fn misses_and_straddling_accesses_are_not_routed() {
         let mut bus = Bus::new();
-        bus.insert(0x100, 4, Arc::new(Mutex::new(Recorder::default()))).unwrap();
+        bus.insert(0x100, 4, Arc::new(Mutex::new(Recorder::default())))
+            .unwrap();
         let mut b = [0xaau8; 2];
         assert!(!bus.read(0xff, &mut b[..1]));
         assert!(!bus.read(0x103, &mut b));
@@ -139,10 +157,28 @@ mod tests {
         let mut bus = Bus::new();
         let d = || Arc::new(Mutex::new(Recorder::default()));
         bus.insert(0x100, 0x10, d()).unwrap();
-        assert_eq!(bus.insert(0x10f, 1, d()), Err(BusError::Overlap { base: 0x10f, len: 1 }));
-        assert_eq!(bus.insert(0xf0, 0x11, d()), Err(BusError::Overlap { base: 0xf0, len: 0x11 }));
+        assert_eq!(
+            bus.insert(0x10f, 1, d()),
+            Err(BusError::Overlap {
+                base: 0x10f,
+                len: 1
+            })
+        );
+        assert_eq!(
+            bus.insert(0xf0, 0x11, d()),
+            Err(BusError::Overlap {
+                base: 0xf0,
+                len: 0x11
+            })
+        );
         assert!(bus.insert(0x110, 1, d()).is_ok());
         assert!(bus.insert(0xf0, 0x10, d()).is_ok());
-        assert_eq!(bus.insert(u64::MAX, 2, d()), Err(BusError::BadRange { base: u64::MAX, len: 2 }));
+        assert_eq!(
+            bus.insert(u64::MAX, 2, d()),
+            Err(BusError::BadRange {
+                base: u64::MAX,
+                len: 2
+            })
+        );
     }
 }

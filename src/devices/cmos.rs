@@ -93,12 +93,20 @@ impl Cmos {
             REG_CENTURY => (now.year / 100 % 100) as u8,
             _ => return None,
         };
-        Some(if self.ram[REG_B] & B_BINARY != 0 { v } else { bcd(v) })
+        Some(if self.ram[REG_B] & B_BINARY != 0 {
+            v
+        } else {
+            bcd(v)
+        })
     }
 
     fn read_register(&self, reg: usize) -> u8 {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        self.clock_register(reg, &civil(secs)).unwrap_or(self.ram[reg])
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.clock_register(reg, &civil(secs))
+            .unwrap_or(self.ram[reg])
     }
 }
 
@@ -116,7 +124,9 @@ impl BusDevice for Cmos {
             // Bit 7 of the index port masks NMIs; the index is 7 bits.
             0 => self.index = usize::from(v & 0x7f),
             // Time writes are ignored: the guest always reads host time.
-            1 if !matches!(self.index, REG_A | REG_C | REG_D) && self.index > REG_YEAR => self.ram[self.index] = v,
+            1 if !matches!(self.index, REG_A | REG_C | REG_D) && self.index > REG_YEAR => {
+                self.ram[self.index] = v
+            }
             1 if self.index == REG_B => self.ram[REG_B] = v,
             _ => {}
         }
@@ -136,11 +146,44 @@ mod tests {
 
     #[test]
     fn civil_dates_are_right() {
-        assert_eq!(civil(0), Civil { year: 1970, month: 1, day: 1, weekday: 5, hour: 0, minute: 0, second: 0 });
+        assert_eq!(
+            civil(0),
+            Civil {
+                year: 1970,
+                month: 1,
+                day: 1,
+                weekday: 5,
+                hour: 0,
+                minute: 0,
+                second: 0
+            }
+        );
         // 2026-11-22 00:41:28 UTC, a Sunday.
-        assert_eq!(civil(1_795_308_088), Civil { year: 2026, month: 11, day: 22, weekday: 1, hour: 0, minute: 41, second: 28 });
+        assert_eq!(
+            civil(1_795_308_088),
+            Civil {
+                year: 2026,
+                month: 11,
+                day: 22,
+                weekday: 1,
+                hour: 0,
+                minute: 41,
+                second: 28
+            }
+        );
         // 2024-02-29 23:59:59, a Thursday.
-        assert_eq!(civil(1_709_251_199), Civil { year: 2024, month: 2, day: 29, weekday: 5, hour: 23, minute: 59, second: 59 });
+        assert_eq!(
+            civil(1_709_251_199),
+            Civil {
+                year: 2024,
+                month: 2,
+                day: 29,
+                weekday: 5,
+                hour: 23,
+                minute: 59,
+                second: 59
+            }
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 use std::sync::{Arc, Mutex};
 
 use acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Memory32Fixed, Name, Package, ResourceTemplate, IO,
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Memory32Fixed, Name, Package,
+    ResourceTemplate, IO,
 };
 use acpi_tables::mcfg::MCFG;
 use acpi_tables::Aml;
@@ -22,17 +23,32 @@ pub type SharedPciBus = Arc<Mutex<PciBus>>;
 /// The windows BARs are placed in; the 64-bit one starts at `mmio64_base`.
 pub fn windows(mmio64_base: u64) -> PciWindows {
     PciWindows {
-        mmio32: Some(Window { base: layout::PCI_MMIO32_START, size: layout::PCI_MMIO32_SIZE }),
-        mmio64: Some(Window { base: mmio64_base, size: layout::PCI_MMIO64_SIZE }),
-        io: Some(Window { base: layout::PCI_IO_START, size: layout::PCI_IO_SIZE }),
+        mmio32: Some(Window {
+            base: layout::PCI_MMIO32_START,
+            size: layout::PCI_MMIO32_SIZE,
+        }),
+        mmio64: Some(Window {
+            base: mmio64_base,
+            size: layout::PCI_MMIO64_SIZE,
+        }),
+        io: Some(Window {
+            base: layout::PCI_IO_START,
+            size: layout::PCI_IO_SIZE,
+        }),
     }
 }
 
 /// A bus with the host bridge, its windows set and the fixed ranges reserved.
 pub fn new_bus(mmio64_base: u64) -> Result<SharedPciBus, pci::BusError> {
     let mut bus = PciBus::new(windows(mmio64_base))?;
-    bus.reserve_mmio(Window { base: layout::ECAM_START, size: layout::ECAM_SIZE });
-    bus.reserve_io(Window { base: u64::from(pci::CONFIG_ADDRESS_PORT), size: pci::CONFIG_PORTS_LEN as u64 });
+    bus.reserve_mmio(Window {
+        base: layout::ECAM_START,
+        size: layout::ECAM_SIZE,
+    });
+    bus.reserve_io(Window {
+        base: u64::from(pci::CONFIG_ADDRESS_PORT),
+        size: pci::CONFIG_PORTS_LEN as u64,
+    });
     Ok(Arc::new(Mutex::new(bus)))
 }
 
@@ -84,7 +100,11 @@ impl BusDevice for BarWindow {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let addr = self.base + offset;
         let mut bus = lock(&self.bus);
-        let claimed = if self.io { bus.pio_read(addr, data) } else { bus.mmio_read(addr, data) };
+        let claimed = if self.io {
+            bus.pio_read(addr, data)
+        } else {
+            bus.mmio_read(addr, data)
+        };
         if !claimed {
             data.fill(0xff);
         }
@@ -92,7 +112,11 @@ impl BusDevice for BarWindow {
     fn write(&mut self, offset: u64, data: &[u8]) {
         let addr = self.base + offset;
         let mut bus = lock(&self.bus);
-        if self.io { bus.pio_write(addr, data) } else { bus.mmio_write(addr, data) };
+        if self.io {
+            bus.pio_write(addr, data)
+        } else {
+            bus.mmio_write(addr, data)
+        };
     }
 }
 
@@ -106,24 +130,61 @@ fn aml<T: Aml + ?Sized>(a: &T) -> Vec<u8> {
 fn prt_entries() -> Vec<(u32, u8, u8, u32)> {
     let pins = [IntxPin::A, IntxPin::B, IntxPin::C, IntxPin::D];
     (1..32u8)
-        .flat_map(|slot| pins.iter().map(move |&p| ((u32::from(slot) << 16) | 0xffff, p.index(), 0u8, intx_gsi(slot, p))))
+        .flat_map(|slot| {
+            pins.iter().map(move |&p| {
+                (
+                    (u32::from(slot) << 16) | 0xffff,
+                    p.index(),
+                    0u8,
+                    intx_gsi(slot, p),
+                )
+            })
+        })
         .collect()
 }
 
 /// DSDT objects for the root bridge (`\_SB.PCI0`) and the ECAM reservation.
 pub fn dsdt_aml(mmio64_base: u64) -> Vec<u8> {
-    let m32 = Window { base: layout::PCI_MMIO32_START, size: layout::PCI_MMIO32_SIZE };
-    let m64 = Window { base: mmio64_base, size: layout::PCI_MMIO64_SIZE };
+    let m32 = Window {
+        base: layout::PCI_MMIO32_START,
+        size: layout::PCI_MMIO32_SIZE,
+    };
+    let m64 = Window {
+        base: mmio64_base,
+        size: layout::PCI_MMIO64_SIZE,
+    };
     let bus_numbers = AddressSpace::<u16>::new_bus_number(0, 0);
     let cfg_ports = IO::new(0xcf8, 0xcf8, 1, 8);
     let io_low = AddressSpace::<u16>::new_io(0, 0xcf7, None);
     let io_high = AddressSpace::<u16>::new_io(0xd00, 0xffff, None);
-    let mem32 = AddressSpace::<u32>::new_memory(AddressSpaceCacheable::NotCacheable, true, m32.base as u32, (m32.base + m32.size - 1) as u32, None);
-    let mem64 = AddressSpace::<u64>::new_memory(AddressSpaceCacheable::NotCacheable, true, m64.base, m64.base + m64.size - 1, None);
-    let crs = ResourceTemplate::new(vec![&bus_numbers, &cfg_ports, &io_low, &io_high, &mem32, &mem64]);
+    let mem32 = AddressSpace::<u32>::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        m32.base as u32,
+        (m32.base + m32.size - 1) as u32,
+        None,
+    );
+    let mem64 = AddressSpace::<u64>::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        m64.base,
+        m64.base + m64.size - 1,
+        None,
+    );
+    let crs = ResourceTemplate::new(vec![
+        &bus_numbers,
+        &cfg_ports,
+        &io_low,
+        &io_high,
+        &mem32,
+        &mem64,
+    ]);
 
     let entries = prt_entries();
-    let packages: Vec<Package> = entries.iter().map(|(adr, pin, src, gsi)| Package::new(vec![adr, pin, src, gsi])).collect();
+    let packages: Vec<Package> = entries
+        .iter()
+        .map(|(adr, pin, src, gsi)| Package::new(vec![adr, pin, src, gsi]))
+        .collect();
     let prt = Package::new(packages.iter().map(|p| p as &dyn Aml).collect());
 
     let (hid, cid, zero, one) = (EISAName::new("PNP0A08"), EISAName::new("PNP0A03"), 0u8, 1u8);
@@ -137,12 +198,22 @@ pub fn dsdt_aml(mmio64_base: u64) -> Vec<u8> {
         Name::new("_CRS".into(), &crs),
         Name::new("_PRT".into(), &prt),
     ];
-    let pci0 = Device::new("_SB_.PCI0".into(), names.iter().map(|n| n as &dyn Aml).collect());
+    let pci0 = Device::new(
+        "_SB_.PCI0".into(),
+        names.iter().map(|n| n as &dyn Aml).collect(),
+    );
     let ecam = Memory32Fixed::new(false, layout::ECAM_START as u32, layout::ECAM_SIZE as u32);
     let ecam_crs = ResourceTemplate::new(vec![&ecam]);
     let res_hid = EISAName::new("PNP0C02");
-    let res_names = [Name::new("_HID".into(), &res_hid), Name::new("_UID".into(), &one), Name::new("_CRS".into(), &ecam_crs)];
-    let motherboard = Device::new("_SB_.MRES".into(), res_names.iter().map(|n| n as &dyn Aml).collect());
+    let res_names = [
+        Name::new("_HID".into(), &res_hid),
+        Name::new("_UID".into(), &one),
+        Name::new("_CRS".into(), &ecam_crs),
+    ];
+    let motherboard = Device::new(
+        "_SB_.MRES".into(),
+        res_names.iter().map(|n| n as &dyn Aml).collect(),
+    );
     let mut bytes = aml(&pci0);
     bytes.extend(aml(&motherboard));
     bytes
@@ -171,11 +242,18 @@ mod tests {
     fn root_bridge_names_its_windows_and_the_ecam_is_reserved() {
         let dsdt = dsdt_aml(layout::FOUR_GIB);
         for name in [&b"PCI0"[..], b"_CRS", b"_PRT", b"MRES"] {
-            assert!(dsdt.windows(4).any(|w| w == name), "{}", String::from_utf8_lossy(name));
+            assert!(
+                dsdt.windows(4).any(|w| w == name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
         }
         let mcfg = mcfg();
         assert_eq!(&mcfg[..4], b"MCFG");
-        assert_eq!(u64::from_le_bytes(mcfg[44..52].try_into().unwrap()), layout::ECAM_START);
+        assert_eq!(
+            u64::from_le_bytes(mcfg[44..52].try_into().unwrap()),
+            layout::ECAM_START
+        );
         assert_eq!(mcfg.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
     }
 

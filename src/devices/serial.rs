@@ -39,7 +39,11 @@ pub struct ConsoleOut {
 impl ConsoleOut {
     /// Writes to `out`; a panic line requests [`ExitReason::GuestPanic`] on `exit`.
     pub fn new(out: Box<dyn Write + Send>, exit: Arc<ExitHandle>) -> Self {
-        ConsoleOut { out, line: Vec::new(), exit }
+        ConsoleOut {
+            out,
+            line: Vec::new(),
+            exit,
+        }
     }
 
     fn watch(&mut self, byte: u8) {
@@ -76,7 +80,9 @@ pub struct SerialDevice {
 impl SerialDevice {
     /// A UART raising `irq` and writing to `out`.
     pub fn new(irq: EventFd, out: ConsoleOut) -> Self {
-        SerialDevice { uart: Serial::new(IrqTrigger(irq), out) }
+        SerialDevice {
+            uart: Serial::new(IrqTrigger(irq), out),
+        }
     }
 
     /// Queues guest input; returns how many bytes fit in the FIFO.
@@ -110,8 +116,15 @@ pub fn dsdt_aml() -> Vec<u8> {
     let irq = Interrupt::new(true, true, false, false, SERIAL_IRQ);
     let ports = IO::new(SERIAL_PORT, SERIAL_PORT, 1, 8);
     let crs = ResourceTemplate::new(vec![&ports, &irq]);
-    let names = [Name::new("_HID".into(), &hid), Name::new("_UID".into(), &uid), Name::new("_CRS".into(), &crs)];
-    let com1 = Device::new("_SB_.COM1".into(), names.iter().map(|n| n as &dyn Aml).collect());
+    let names = [
+        Name::new("_HID".into(), &hid),
+        Name::new("_UID".into(), &uid),
+        Name::new("_CRS".into(), &crs),
+    ];
+    let com1 = Device::new(
+        "_SB_.COM1".into(),
+        names.iter().map(|n| n as &dyn Aml).collect(),
+    );
     let mut bytes = Vec::new();
     com1.to_aml_bytes(&mut bytes);
     bytes
@@ -119,20 +132,25 @@ pub fn dsdt_aml() -> Vec<u8> {
 
 /// Feeds stdin to the UART until EOF, on its own thread.
 pub fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("serial-in".into()).spawn(move || {
-        let mut buf = [0u8; 64];
-        let mut stdin = std::io::stdin().lock();
-        while let Ok(n @ 1..) = stdin.read(&mut buf) {
-            let mut pending = &buf[..n];
-            while !pending.is_empty() {
-                let taken = serial.lock().unwrap_or_else(|p| p.into_inner()).enqueue(pending);
-                pending = &pending[taken..];
-                if !pending.is_empty() {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+    std::thread::Builder::new()
+        .name("serial-in".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut stdin = std::io::stdin().lock();
+            while let Ok(n @ 1..) = stdin.read(&mut buf) {
+                let mut pending = &buf[..n];
+                while !pending.is_empty() {
+                    let taken = serial
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .enqueue(pending);
+                    pending = &pending[taken..];
+                    if !pending.is_empty() {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
                 }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -155,7 +173,10 @@ mod tests {
         let out = Arc::new(Mutex::new(Vec::new()));
         let exit = Arc::new(ExitHandle::new().unwrap());
         let irq = EventFd::new(0).unwrap();
-        let dev = SerialDevice::new(irq.try_clone().unwrap(), ConsoleOut::new(Box::new(Shared(out.clone())), exit.clone()));
+        let dev = SerialDevice::new(
+            irq.try_clone().unwrap(),
+            ConsoleOut::new(Box::new(Shared(out.clone())), exit.clone()),
+        );
         (dev, out, exit, irq)
     }
 

@@ -29,22 +29,36 @@ pub fn intx_gsi(slot: u8, pin: IntxPin) -> u32 {
 }
 
 fn os(context: &str) -> impl FnOnce(kvm_ioctls::Error) -> InterruptError + '_ {
-    move |e| InterruptError::Os { context: context.to_string(), source: std::io::Error::from_raw_os_error(e.errno()) }
+    move |e| InterruptError::Os {
+        context: context.to_string(),
+        source: std::io::Error::from_raw_os_error(e.errno()),
+    }
 }
 
 fn io(context: &str) -> impl FnOnce(std::io::Error) -> InterruptError + '_ {
-    move |source| InterruptError::Os { context: context.to_string(), source }
+    move |source| InterruptError::Os {
+        context: context.to_string(),
+        source,
+    }
 }
 
 fn irqchip_entry(gsi: u32, chip: u32, pin: u32) -> kvm_irq_routing_entry {
-    let mut e = kvm_irq_routing_entry { gsi, type_: KVM_IRQ_ROUTING_IRQCHIP, ..Default::default() };
+    let mut e = kvm_irq_routing_entry {
+        gsi,
+        type_: KVM_IRQ_ROUTING_IRQCHIP,
+        ..Default::default()
+    };
     e.u.irqchip.irqchip = chip;
     e.u.irqchip.pin = pin;
     e
 }
 
 fn msi_entry(gsi: u32, msg: MsiMessage) -> kvm_irq_routing_entry {
-    let mut e = kvm_irq_routing_entry { gsi, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
+    let mut e = kvm_irq_routing_entry {
+        gsi,
+        type_: KVM_IRQ_ROUTING_MSI,
+        ..Default::default()
+    };
     e.u.msi.address_lo = msg.address as u32;
     e.u.msi.address_hi = (msg.address >> 32) as u32;
     e.u.msi.data = msg.data;
@@ -89,7 +103,9 @@ impl Shared {
         entries.extend(routes.msi.iter().map(|(&gsi, &msg)| msi_entry(gsi, msg)));
         let table = KvmIrqRouting::from_entries(&entries)
             .map_err(|e| InterruptError::Backend(format!("routing table too large: {e:?}")))?;
-        self.vm.set_gsi_routing(&table).map_err(os("KVM_SET_GSI_ROUTING"))
+        self.vm
+            .set_gsi_routing(&table)
+            .map_err(os("KVM_SET_GSI_ROUTING"))
     }
 }
 
@@ -101,19 +117,31 @@ pub struct KvmInterruptManager {
 impl KvmInterruptManager {
     /// A manager for `vm`; installs the default routes.
     pub fn new(vm: Arc<VmFd>) -> Result<Self, InterruptError> {
-        let shared = Arc::new(Shared { vm, routes: Mutex::new(Routes { msi: BTreeMap::new(), next_gsi: IOAPIC_PINS }) });
+        let shared = Arc::new(Shared {
+            vm,
+            routes: Mutex::new(Routes {
+                msi: BTreeMap::new(),
+                next_gsi: IOAPIC_PINS,
+            }),
+        });
         shared.commit(&shared.lock())?;
         Ok(KvmInterruptManager { shared })
     }
 }
 
 impl InterruptManager for KvmInterruptManager {
-    fn allocate_msi_vectors(&self, count: usize) -> Result<Vec<Box<dyn MsiVector>>, InterruptError> {
+    fn allocate_msi_vectors(
+        &self,
+        count: usize,
+    ) -> Result<Vec<Box<dyn MsiVector>>, InterruptError> {
         let first = {
             let mut routes = self.shared.lock();
             let available = (MAX_GSI - routes.next_gsi) as usize;
             if count > available {
-                return Err(InterruptError::NoVectors { requested: count, available });
+                return Err(InterruptError::NoVectors {
+                    requested: count,
+                    available,
+                });
             }
             let first = routes.next_gsi;
             routes.next_gsi += count as u32;
@@ -122,17 +150,35 @@ impl InterruptManager for KvmInterruptManager {
         (first..first + count as u32)
             .map(|gsi| {
                 let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
-                Ok(Box::new(KvmMsiVector { gsi, evt, shared: self.shared.clone(), routed: false, live: false }) as Box<dyn MsiVector>)
+                Ok(Box::new(KvmMsiVector {
+                    gsi,
+                    evt,
+                    shared: self.shared.clone(),
+                    routed: false,
+                    live: false,
+                }) as Box<dyn MsiVector>)
             })
             .collect()
     }
 
-    fn allocate_intx(&self, address: PciAddress, pin: IntxPin) -> Result<Box<dyn IntxLine>, InterruptError> {
+    fn allocate_intx(
+        &self,
+        address: PciAddress,
+        pin: IntxPin,
+    ) -> Result<Box<dyn IntxLine>, InterruptError> {
         let gsi = intx_gsi(address.device(), pin);
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
         let resample = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
-        self.shared.vm.register_irqfd_with_resample(&evt, &resample, gsi).map_err(os("KVM_IRQFD with resample"))?;
-        Ok(Box::new(KvmIntxLine { gsi, evt, resample, vm: self.shared.vm.clone() }))
+        self.shared
+            .vm
+            .register_irqfd_with_resample(&evt, &resample, gsi)
+            .map_err(os("KVM_IRQFD with resample"))?;
+        Ok(Box::new(KvmIntxLine {
+            gsi,
+            evt,
+            resample,
+            vm: self.shared.vm.clone(),
+        }))
     }
 }
 
@@ -159,22 +205,39 @@ impl MsiVector for KvmMsiVector {
     }
 
     fn mask(&mut self) -> Result<(), InterruptError> {
-        log::debug!("GSI {}: mask (irqfd was {})", self.gsi, if self.live { "live" } else { "off" });
+        log::debug!(
+            "GSI {}: mask (irqfd was {})",
+            self.gsi,
+            if self.live { "live" } else { "off" }
+        );
         if self.live {
-            self.shared.vm.unregister_irqfd(&self.evt, self.gsi).map_err(os("KVM_IRQFD deassign"))?;
+            self.shared
+                .vm
+                .unregister_irqfd(&self.evt, self.gsi)
+                .map_err(os("KVM_IRQFD deassign"))?;
             self.live = false;
         }
         Ok(())
     }
 
     fn unmask(&mut self) -> Result<(), InterruptError> {
-        log::debug!("GSI {}: unmask (irqfd was {})", self.gsi, if self.live { "live" } else { "off" });
+        log::debug!(
+            "GSI {}: unmask (irqfd was {})",
+            self.gsi,
+            if self.live { "live" } else { "off" }
+        );
         if !self.routed {
-            return Err(InterruptError::Backend(format!("GSI {} unmasked before it was routed", self.gsi)));
+            return Err(InterruptError::Backend(format!(
+                "GSI {} unmasked before it was routed",
+                self.gsi
+            )));
         }
         if !self.live {
             // KVM injects at once if the eventfd was signalled while masked.
-            self.shared.vm.register_irqfd(&self.evt, self.gsi).map_err(os("KVM_IRQFD"))?;
+            self.shared
+                .vm
+                .register_irqfd(&self.evt, self.gsi)
+                .map_err(os("KVM_IRQFD"))?;
             self.live = true;
         }
         Ok(())
@@ -255,11 +318,17 @@ mod tests {
             // SAFETY: every default route is built by irqchip_entry, so `irqchip` is the live member.
             unsafe { (e.u.irqchip.irqchip, e.u.irqchip.pin) }
         };
-        let ioapic: Vec<_> = routes.iter().filter(|e| chip_pin(e).0 == KVM_IRQCHIP_IOAPIC).collect();
+        let ioapic: Vec<_> = routes
+            .iter()
+            .filter(|e| chip_pin(e).0 == KVM_IRQCHIP_IOAPIC)
+            .collect();
         assert_eq!(ioapic.len(), IOAPIC_PINS as usize);
         assert!(ioapic.iter().all(|e| chip_pin(e).1 == e.gsi));
         assert_eq!(routes.len(), IOAPIC_PINS as usize + 16);
-        let irq9 = routes.iter().find(|e| e.gsi == 9 && chip_pin(e).0 == KVM_IRQCHIP_PIC_SLAVE).unwrap();
+        let irq9 = routes
+            .iter()
+            .find(|e| e.gsi == 9 && chip_pin(e).0 == KVM_IRQCHIP_PIC_SLAVE)
+            .unwrap();
         assert_eq!(chip_pin(irq9).1, 1);
     }
 }

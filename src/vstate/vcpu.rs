@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kvm_bindings::{CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_bindings::{
+    CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::boot::{cpu, cpuid, msr};
@@ -50,7 +52,10 @@ pub struct Vcpu {
 impl Vcpu {
     /// Creates vCPU `id` in `vm`.
     pub fn new(vm: &Vm, id: u8) -> Result<Self, VcpuError> {
-        let fd = vm.fd().create_vcpu(u64::from(id)).map_err(|e| VcpuError::Create(id, e))?;
+        let fd = vm
+            .fd()
+            .create_vcpu(u64::from(id))
+            .map_err(|e| VcpuError::Create(id, e))?;
         Ok(Vcpu { id, fd })
     }
 
@@ -61,7 +66,13 @@ impl Vcpu {
 
     /// Sets CPUID (topology for `cpus`), MSRs, FPU and LAPIC pins.
     pub fn configure(&self, supported: &CpuId, cpus: u8) -> Result<(), VcpuError> {
-        let kvm = |what| move |err| VcpuError::Kvm { id: self.id, what, err };
+        let kvm = |what| {
+            move |err| VcpuError::Kvm {
+                id: self.id,
+                what,
+                err,
+            }
+        };
         let mut leaves = supported.clone();
         cpuid::configure(&mut leaves, self.id, cpus);
         self.fd.set_cpuid2(&leaves).map_err(kvm("CPUID"))?;
@@ -87,7 +98,10 @@ impl Vcpu {
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
                 Err(e) => {
-                    exit.request(ExitReason::VcpuError(self.id, format!("KVM_RUN failed: {e}")));
+                    exit.request(ExitReason::VcpuError(
+                        self.id,
+                        format!("KVM_RUN failed: {e}"),
+                    ));
                     return;
                 }
             }
@@ -115,7 +129,12 @@ fn handle_exit(id: u8, vexit: VcpuExit, buses: &Buses) -> Option<ExitReason> {
             buses.mmio.write(addr, data);
         }
         VcpuExit::Shutdown => return Some(ExitReason::TripleFault(id)),
-        VcpuExit::Hlt => return Some(ExitReason::VcpuError(id, "halted with no in-kernel LAPIC to wake it".into())),
+        VcpuExit::Hlt => {
+            return Some(ExitReason::VcpuError(
+                id,
+                "halted with no in-kernel LAPIC to wake it".into(),
+            ))
+        }
         VcpuExit::SystemEvent(kind, _) => {
             return Some(match kind {
                 KVM_SYSTEM_EVENT_SHUTDOWN => ExitReason::PowerOff,
@@ -125,10 +144,23 @@ fn handle_exit(id: u8, vexit: VcpuExit, buses: &Buses) -> Option<ExitReason> {
             })
         }
         VcpuExit::FailEntry(reason, cpu) => {
-            return Some(ExitReason::VcpuError(id, format!("VM entry failed (hardware reason {reason:#x} on host CPU {cpu})")))
+            return Some(ExitReason::VcpuError(
+                id,
+                format!("VM entry failed (hardware reason {reason:#x} on host CPU {cpu})"),
+            ))
         }
-        VcpuExit::InternalError => return Some(ExitReason::VcpuError(id, "KVM internal error (emulation failure)".into())),
-        other => return Some(ExitReason::VcpuError(id, format!("unexpected exit {other:?}"))),
+        VcpuExit::InternalError => {
+            return Some(ExitReason::VcpuError(
+                id,
+                "KVM internal error (emulation failure)".into(),
+            ))
+        }
+        other => {
+            return Some(ExitReason::VcpuError(
+                id,
+                format!("unexpected exit {other:?}"),
+            ))
+        }
     }
     None
 }
@@ -140,22 +172,34 @@ mod tests {
     #[test]
     fn exits_that_end_the_vm_map_to_their_reasons() {
         let buses = Buses::default();
-        assert_eq!(handle_exit(2, VcpuExit::Shutdown, &buses), Some(ExitReason::TripleFault(2)));
+        assert_eq!(
+            handle_exit(2, VcpuExit::Shutdown, &buses),
+            Some(ExitReason::TripleFault(2))
+        );
         let ev = |kind| handle_exit(0, VcpuExit::SystemEvent(kind, &[]), &buses);
         assert_eq!(ev(KVM_SYSTEM_EVENT_SHUTDOWN), Some(ExitReason::PowerOff));
         assert_eq!(ev(KVM_SYSTEM_EVENT_RESET), Some(ExitReason::Reset));
         assert_eq!(ev(KVM_SYSTEM_EVENT_CRASH), Some(ExitReason::GuestPanic));
-        assert!(matches!(handle_exit(1, VcpuExit::InternalError, &buses), Some(ExitReason::VcpuError(1, _))));
+        assert!(matches!(
+            handle_exit(1, VcpuExit::InternalError, &buses),
+            Some(ExitReason::VcpuError(1, _))
+        ));
     }
 
     #[test]
     fn unclaimed_port_and_mmio_reads_float_high_and_writes_vanish() {
         let buses = Buses::default();
         let mut data = [0u8; 4];
-        assert_eq!(handle_exit(0, VcpuExit::IoIn(0x70, &mut data), &buses), None);
+        assert_eq!(
+            handle_exit(0, VcpuExit::IoIn(0x70, &mut data), &buses),
+            None
+        );
         assert_eq!(data, [0xff; 4]);
         let mut data = [0u8; 8];
-        assert_eq!(handle_exit(0, VcpuExit::MmioRead(0xd000_0000, &mut data), &buses), None);
+        assert_eq!(
+            handle_exit(0, VcpuExit::MmioRead(0xd000_0000, &mut data), &buses),
+            None
+        );
         assert_eq!(data, [0xff; 8]);
         assert_eq!(handle_exit(0, VcpuExit::IoOut(0x80, &[1]), &buses), None);
     }

@@ -1,7 +1,10 @@
 //! The KVM VM: opening /dev/kvm with a clear error, registering guest RAM as
 //! memory slots, and creating the in-kernel IOAPIC, PIC, LAPICs and PIT.
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
+};
 use std::sync::Arc;
 
 use kvm_ioctls::{Kvm, VmFd};
@@ -17,7 +20,9 @@ pub enum VmError {
     #[error("/dev/kvm does not exist: enable virtualization (VT-x/AMD-V) in firmware and load kvm_intel or kvm_amd")]
     NoKvm,
     /// /dev/kvm is not accessible.
-    #[error("cannot open /dev/kvm: permission denied: run as root or add your user to the kvm group")]
+    #[error(
+        "cannot open /dev/kvm: permission denied: run as root or add your user to the kvm group"
+    )]
     KvmAccess,
     /// Another error opening /dev/kvm.
     #[error("cannot open /dev/kvm: {0}")]
@@ -59,7 +64,10 @@ impl Vm {
             _ => VmError::KvmOpen(e),
         })?;
         let fd = kvm.create_vm().map_err(kvm_err("create a VM"))?;
-        Ok(Vm { kvm, fd: Arc::new(fd) })
+        Ok(Vm {
+            kvm,
+            fd: Arc::new(fd),
+        })
     }
 
     /// The VM's file descriptor, for devices that register irqfds and slots.
@@ -83,7 +91,9 @@ impl Vm {
 
     /// The CPUID leaves KVM can give a guest.
     pub fn supported_cpuid(&self) -> Result<CpuId, VmError> {
-        self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("report supported CPUID"))
+        self.kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("report supported CPUID"))
     }
 
     /// Makes each RAM region a KVM memory slot.
@@ -105,10 +115,19 @@ impl Vm {
 
     /// Creates the in-kernel IOAPIC/PIC/LAPICs and the PIT.
     pub fn create_irqchip_and_pit(&self) -> Result<(), VmError> {
-        self.fd.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR).map_err(kvm_err("set the identity map address"))?;
-        self.fd.set_tss_address(layout::KVM_TSS_ADDR as usize).map_err(kvm_err("set the TSS address"))?;
-        self.fd.create_irq_chip().map_err(kvm_err("create the in-kernel irqchip"))?;
-        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        self.fd
+            .set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR)
+            .map_err(kvm_err("set the identity map address"))?;
+        self.fd
+            .set_tss_address(layout::KVM_TSS_ADDR as usize)
+            .map_err(kvm_err("set the TSS address"))?;
+        self.fd
+            .create_irq_chip()
+            .map_err(kvm_err("create the in-kernel irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
         self.fd.create_pit2(pit).map_err(kvm_err("create the PIT"))
     }
 }

@@ -148,7 +148,10 @@ impl VfioPciDevice {
 
     /// Applies a guest write of `data` at `offset` that goes to one place.
     fn write_run(&mut self, route: Route, offset: usize, data: &[u8]) {
-        log::debug!("{}: config write at {offset:#x} {data:02x?} to {route:?}", self.name);
+        log::debug!(
+            "{}: config write at {offset:#x} {data:02x?} to {route:?}",
+            self.name
+        );
         if matches!(route, Route::Shadow | Route::Both) {
             self.config.write(offset, data);
         }
