@@ -1,6 +1,6 @@
 #!/bin/bash
-# The whole test suite: every cargo test of the workspace (unit, fake-sysfs,
-# host-KVM payload tests), then every rig scenario in the nested QEMU rig.
+# The whole test suite: style (rustfmt, clippy), every cargo test of the
+# workspace (unit, fake-sysfs, host-KVM payload, tap and root tests), then every rig scenario in the nested QEMU rig.
 # Installs what it needs (scripts/rig/build.sh pulls the Debian packages).
 # Usage: scripts/test.sh [--no-rig] [SCENARIO...]   (default: every rig scenario
 # without a scripts/rig/scenarios/NAME.skip file, whose text says why it is left out)
@@ -10,8 +10,15 @@ cd "$(dirname "$0")/.."
 RIG=1
 if [ "${1:-}" = --no-rig ]; then RIG=0; shift; fi
 
-echo "== cargo test (workspace)"
-cargo test --workspace --quiet 2>&1 | grep -v '^running 0 tests$' || exit 1
+echo "== style: cargo fmt --check, clippy (warnings and undocumented unsafe denied)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Tests that need /dev/kvm, a tap or root are #[ignore]d for a plain `cargo
+# test` (listed as ignored, never passed); here they run, and fail with their
+# reason on a machine that lacks what they need.
+echo "== cargo test (workspace, ignored tests included)"
+cargo test --workspace --quiet -- --include-ignored 2>&1 | grep -v '^running 0 tests$' || exit 1
 
 [ "$RIG" = 1 ] || exit 0
 if [ $# -eq 0 ]; then
