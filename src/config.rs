@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use iommu::size::{parse_size, SizeError};
+
 /// The smallest guest we boot: a bzImage plus initramfs needs room to unpack.
 pub const MIN_MEMORY: u64 = 64 << 20;
 /// vCPU ids are xAPIC ids; 0xff is the broadcast id.
@@ -12,10 +14,8 @@ pub const MAX_CPUS: u8 = 254;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     /// A memory size that does not parse.
-    #[error(
-        "bad memory size '{0}': use a number with an optional K, M or G suffix, e.g. 512M or 2G"
-    )]
-    BadSize(String),
+    #[error("--memory: {0}")]
+    BadSize(#[from] SizeError),
     /// An unknown memory option.
     #[error(
         "unknown memory option '{0}': valid options are hugepages=on|off and mergeable=on|off"
@@ -74,21 +74,6 @@ pub struct VmConfig {
     pub net: Vec<crate::devices::virtio::NetConfig>,
     /// Host PCI devices passed through with VFIO.
     pub devices: Vec<crate::devices::vfio::VfioDeviceSpec>,
-}
-
-/// Parses a size such as `512M`, `2G`, `65536K` or a bare number of MiB (as QEMU's `-m`).
-pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
-    let bad = || ConfigError::BadSize(s.to_string());
-    let t = s.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 30),
-        Some(_) => (t, 20),
-        None => return Err(bad()),
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    n.checked_mul(1 << shift).filter(|&b| b > 0).ok_or_else(bad)
 }
 
 fn parse_on_off(opt: &str, value: &str) -> Result<bool, ConfigError> {
@@ -150,19 +135,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_take_suffixes_and_default_to_mib() {
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("65536K"), Ok(64 << 20));
-        assert_eq!(parse_size("256"), Ok(256 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-    }
-
-    #[test]
-    fn bad_sizes_are_refused() {
-        for s in ["", "M", "12X", "-1G", "0", "99999999999999G"] {
-            assert!(matches!(parse_size(s), Err(ConfigError::BadSize(_))), "{s}");
-        }
+    fn memory_sizes_use_the_shared_grammar() {
+        assert_eq!(MemoryConfig::parse("1T").map(|m| m.size), Ok(1 << 40));
+        assert_eq!(MemoryConfig::parse("1GiB").map(|m| m.size), Ok(1 << 30));
+        assert_eq!(MemoryConfig::parse("256").map(|m| m.size), Ok(256 << 20));
+        let err = MemoryConfig::parse("12X").unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::BadSize(SizeError::Malformed("12X".into()))
+        );
+        assert!(
+            err.to_string().starts_with("--memory: invalid size '12X'"),
+            "{err}"
+        );
     }
 
     #[test]

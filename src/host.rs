@@ -14,8 +14,9 @@ use clap::Subcommand;
 use iommu::host::bind::{bind, unbind, BindError, Outcome};
 use iommu::host::check::{check, CheckOptions};
 use iommu::host::list::list;
-use iommu::host::{parse_size, Host, SizeError};
+use iommu::host::Host;
 use iommu::pciids::PciNames;
+use iommu::size::{parse_size, SizeError};
 use iommu::Bdf;
 
 /// Host preparation commands.

@@ -68,7 +68,7 @@ fn vcpu_counts_out_of_range_are_refused() {
 #[test]
 fn memory_too_small_too_large_or_malformed_is_refused() {
     assert!(run_fails(&["--kernel", "/k", "--memory", "16M"]).contains("at least 64 MiB"));
-    assert!(run_fails(&["--kernel", "/k", "--memory", "lots"]).contains("K, M or G suffix"));
+    assert!(run_fails(&["--kernel", "/k", "--memory", "lots"]).contains("a K, M, G or T suffix"));
     assert!(
         run_fails(&["--kernel", "/k", "--memory", "512M,hugepage=on"]).contains("hugepages=on|off")
     );

@@ -273,22 +273,3 @@ pub struct BarMove {
     /// Size in bytes.
     pub size: u64,
 }
-
-/// Formats a byte count the way a person would say it ("16 GiB", "4 KiB", "768 B").
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [(&str, u32); 6] = [
-        ("EiB", 60),
-        ("PiB", 50),
-        ("TiB", 40),
-        ("GiB", 30),
-        ("MiB", 20),
-        ("KiB", 10),
-    ];
-    for (name, shift) in UNITS {
-        let unit = 1u64 << shift;
-        if bytes >= unit && bytes.is_multiple_of(unit) {
-            return format!("{} {}", bytes >> shift, name);
-        }
-    }
-    format!("{bytes} B")
-}

@@ -11,7 +11,9 @@ use std::fmt;
 use thiserror::Error;
 use vm_allocator::{AddressAllocator, AllocPolicy};
 
-use crate::bar::{human_size, BarDef, BarKind};
+use iommu::size::format_size;
+
+use crate::bar::{BarDef, BarKind};
 use crate::device::PciAddress;
 
 /// Errors placing BARs.
@@ -40,7 +42,7 @@ pub enum BarAllocError {
         window: WindowKind,
     },
     /// The BAR is larger than the whole window.
-    #[error("BAR {bar} of {address} needs {} but the {window} has {}", human_size(*size), human_size(*window_size))]
+    #[error("BAR {bar} of {address} needs {} but the {window} has {}", format_size(*size), format_size(*window_size))]
     TooLarge {
         /// Function owning the BAR.
         address: PciAddress,
@@ -54,7 +56,7 @@ pub enum BarAllocError {
         window_size: u64,
     },
     /// The window has no naturally aligned free range left for the BAR.
-    #[error("BAR {bar} of {address} needs {} but the {window} has no aligned free range that large left", human_size(*size))]
+    #[error("BAR {bar} of {address} needs {} but the {window} has no aligned free range that large left", format_size(*size))]
     WindowFull {
         /// Function owning the BAR.
         address: PciAddress,

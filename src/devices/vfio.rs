@@ -19,6 +19,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use iommu::size::format_size;
 use iommu::sysfs::Sysfs;
 use iommu::vfio::{
     preflight, Container, ContainerError, DeviceHandle, GuestLayout, IovaConstraints, LayoutError,
@@ -83,7 +84,7 @@ pub enum VfioSetupError {
     #[error(transparent)]
     Device(#[from] VfioPciError),
     /// A BAR does not fit the PCI windows.
-    #[error("{bdf}: BAR {bar} needs {} but the {window} has {}: this device cannot be passed through with the current windows", fmt_size(*size), fmt_size(*window_size))]
+    #[error("{bdf}: BAR {bar} needs {} but the {window} has {}: this device cannot be passed through with the current windows", format_size(*size), format_size(*window_size))]
     BarTooLarge {
         /// Host device.
         bdf: Bdf,
@@ -118,11 +119,6 @@ pub enum VfioSetupError {
         #[source]
         source: MapError,
     },
-}
-
-/// Formats a size for messages.
-fn fmt_size(bytes: u64) -> String {
-    iommu::host::format_size(bytes)
 }
 
 /// One `--device` value: a host PCI function and its options.
@@ -304,7 +300,7 @@ impl VfioPassthrough {
         }
         info!(
             "vfio: {} of guest RAM mapped for DMA",
-            fmt_size(container.mapped_bytes())
+            format_size(container.mapped_bytes())
         );
         Ok(())
     }

@@ -11,7 +11,8 @@ use std::io;
 use crate::bdf::Bdf;
 use crate::sysfs::{Sysfs, SysfsError};
 
-use super::{device_check, format_size, Host};
+use super::{device_check, Host};
+use crate::size::format_size;
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -7,7 +7,8 @@ use crate::group::{is_vfio_driver, IommuGroup, MemberState};
 use crate::sysfs::{Bar, PciDevice};
 
 use super::check::{CheckOptions, Finding, MmioWindows};
-use super::{format_size, state, Host};
+use super::{state, Host};
+use crate::size::format_size;
 
 /// BARs from this size up are called out against the 64-bit window.
 const LARGE_BAR: u64 = 1 << 30;

@@ -13,7 +13,7 @@ use kvm_ioctls::VmFd;
 use log::warn;
 use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd, VfioError, VfioOps};
 
-use crate::host::format_size;
+use crate::size::format_size;
 use crate::vfio::device::DeviceHandle;
 use crate::vfio::ioctl;
 use crate::vfio::iova::{parse_iommu_info, IovaError, IovaRange};

@@ -7,7 +7,7 @@
 //! (32-bit MMIO, ECAM, interrupt controllers) cannot move, so a conflict
 //! there is an error that names both sides.
 
-use crate::host::format_size;
+use crate::size::format_size;
 use crate::vfio::iova::{IovaConstraints, IovaRange};
 
 /// Why no layout fits.

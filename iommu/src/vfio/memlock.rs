@@ -3,8 +3,8 @@
 //! and fails the mapping half way otherwise; checking first gives a clear
 //! error before the guest starts.
 
-use crate::host::format_size;
 use crate::host::kernel::{HostKernel, Kernel};
+use crate::size::format_size;
 
 /// CAP_IPC_LOCK's bit in the capability sets.
 const CAP_IPC_LOCK: u32 = 14;

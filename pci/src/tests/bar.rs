@@ -325,11 +325,3 @@ fn windows_accept_only_suitable_ranges() {
     assert!(w.accepts(BarKind::Io, 0xc000, 0x100));
     assert!(!w.accepts(BarKind::Io, 0xc000_0000, 0x100));
 }
-
-#[test]
-fn human_sizes() {
-    assert_eq!(human_size(16 << 30), "16 GiB");
-    assert_eq!(human_size(0x1000), "4 KiB");
-    assert_eq!(human_size(3 << 29), "1536 MiB");
-    assert_eq!(human_size(768), "768 B");
-}

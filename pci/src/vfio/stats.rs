@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bar::{human_size, BarKind, NUM_BAR_SLOTS, ROM_BAR};
+use iommu::size::format_size;
+
+use crate::bar::{BarKind, NUM_BAR_SLOTS, ROM_BAR};
 use crate::interrupt::{InterruptError, IntxLine, MsiMessage, MsiVector};
 use crate::vfio::irq::IrqMode;
 
@@ -124,7 +126,7 @@ impl VfioStats {
                 out,
                 "{name} {label}: {}, {} mapped in {} slot(s), trapped accesses: {reads} reads, {writes} writes",
                 b.kind,
-                human_size(b.size),
+                format_size(b.size),
                 b.slots,
             );
         }
