@@ -27,7 +27,7 @@ use pci::{
 use thiserror::Error;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::common_cfg::{CommonCfg, CommonCfgError, StatusAction, COMMON_CFG_SIZE};
 use super::interrupt::VirtioInterrupts;
@@ -211,7 +211,7 @@ impl VirtioPciDevice {
         let line = interrupts.allocate_intx(address, IntxPin::A)?;
         config.set_interrupt_line(line.irq());
         let queue_evts = (0..queues)
-            .map(|_| EventFd::new(libc::EFD_NONBLOCK).map_err(TransportError::EventFd))
+            .map(|_| EventFd::new(EFD_NONBLOCK).map_err(TransportError::EventFd))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(VirtioPciDevice {
             config,

@@ -18,7 +18,7 @@ use log::{debug, warn};
 use thiserror::Error;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::interrupt::VirtioInterrupts;
 use super::net::{RX_QUEUE, TX_QUEUE};
@@ -369,7 +369,7 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Starts `worker` on a thread called `name`.
     pub fn spawn(name: String, worker: NetWorker) -> Result<Self, WorkerError> {
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let stop = EventFd::new(EFD_NONBLOCK)?;
         let thread_stop = stop.try_clone()?;
         let thread = std::thread::Builder::new()
             .name(name)
