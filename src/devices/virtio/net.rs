@@ -71,6 +71,13 @@ pub enum NetError {
     Transport(#[source] super::pci_transport::TransportError),
 }
 
+// NetError crosses threads (the builder reports it from wherever the device
+// was built): checked at compile time.
+const _: fn() = || {
+    fn error_that_crosses_threads<T: std::error::Error + Send + Sync + 'static>() {}
+    error_that_crosses_threads::<NetError>();
+};
+
 /// A MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MacAddress(pub [u8; 6]);
