@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use log::warn;
 use pci::{
-    BarKind, BarMove, DeviceError, InterruptManager, IntxPin, Msix, MsixCapability, PciAddress,
-    PciConfig, PciDevice, PciHeader, RawCapability,
+    BarKind, BarMove, CapabilityPlace, DeviceError, InterruptManager, IntxPin, Msix,
+    MsixCapability, PciAddress, PciConfig, PciDevice, PciHeader, RawCapability,
 };
 use thiserror::Error;
 use virtio_queue::{Queue, QueueT};
@@ -207,7 +207,12 @@ impl VirtioPciDevice {
             VIRTIO_BAR as u8,
             MSIX_PBA_OFFSET,
         )?;
-        let msix = Msix::add_to(&mut config, cap, interrupts.allocate_msi_vectors(vectors)?)?;
+        let msix = Msix::add(
+            &mut config,
+            CapabilityPlace::Append,
+            cap,
+            interrupts.allocate_msi_vectors(vectors)?,
+        )?;
         let line = interrupts.allocate_intx(address, IntxPin::A)?;
         config.set_interrupt_line(line.irq());
         let queue_evts = (0..queues)
