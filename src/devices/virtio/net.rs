@@ -276,14 +276,7 @@ impl VirtioDevice for Net {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let img = self.config_image();
-        for (i, out) in data.iter_mut().enumerate() {
-            *out = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok())
-                .and_then(|o| img.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::read_image(&img, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
