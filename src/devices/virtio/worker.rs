@@ -80,6 +80,36 @@ enum Broken {
     },
 }
 
+/// A queue's work: receive delivers frames from the tap until it is empty or
+/// the guest has no receive buffers left (the frame then waits for the next
+/// notification); transmit sends every frame the guest queued. Both re-arm
+/// notifications when they run out of work.
+#[derive(Clone, Copy)]
+enum Side {
+    /// The receive queue.
+    Receive,
+    /// The transmit queue.
+    Transmit,
+}
+
+impl Side {
+    /// The queue's name in messages.
+    fn name(self) -> &'static str {
+        match self {
+            Side::Receive => "receive",
+            Side::Transmit => "transmit",
+        }
+    }
+
+    /// The queue's index.
+    fn index(self) -> usize {
+        match self {
+            Side::Receive => RX_QUEUE,
+            Side::Transmit => TX_QUEUE,
+        }
+    }
+}
+
 /// Everything the worker thread owns.
 pub struct NetWorker {
     /// Guest RAM.
@@ -148,8 +178,8 @@ impl NetWorker {
             }
         };
         // Work the guest queued before we were listening.
-        self.process_tx();
-        self.process_rx();
+        self.process(Side::Transmit);
+        self.process(Side::Receive);
         let mut events = vec![EpollEvent::default(); 8];
         loop {
             let n = match epoll.wait(-1, &mut events) {
@@ -166,13 +196,13 @@ impl NetWorker {
                     TOKEN_STOP => return,
                     TOKEN_RX => {
                         let _ = self.rx_evt.read();
-                        self.process_rx();
+                        self.process(Side::Receive);
                     }
                     TOKEN_TX => {
                         let _ = self.tx_evt.read();
-                        self.process_tx();
+                        self.process(Side::Transmit);
                     }
-                    TOKEN_TAP => self.process_rx(),
+                    TOKEN_TAP => self.process(Side::Receive),
                     TOKEN_RESAMPLE => {
                         if let Some(evt) = &self.resample {
                             let _ = evt.read();
@@ -212,21 +242,27 @@ impl NetWorker {
         self.irq.mark_broken(&why.to_string());
     }
 
-    /// Delivers frames from the tap until it is empty or the guest has no
-    /// receive buffers left (the frame then waits for the next notification).
-    fn process_rx(&mut self) {
+    /// Runs `side`'s loop (see [`Side`]) unless the guest broke the queues,
+    /// then interrupts the guest if it used buffers and wants to hear of it.
+    fn process(&mut self, side: Side) {
         if self.broken {
             return;
         }
-        match self.rx_loop() {
-            Ok(true) => match self.rx.needs_notification(&self.mem) {
-                Ok(true) => self.irq.signal_queue(RX_QUEUE),
-                Ok(false) => {}
-                Err(source) => self.fail(Broken::Ring {
-                    queue: "receive",
-                    source,
-                }),
-            },
+        let (used, queue) = match side {
+            Side::Receive => (self.rx_loop(), &mut self.rx),
+            Side::Transmit => (self.tx_loop(), &mut self.tx),
+        };
+        let notify = used.and_then(|used| {
+            Ok(used
+                && queue
+                    .needs_notification(&self.mem)
+                    .map_err(|source| Broken::Ring {
+                        queue: side.name(),
+                        source,
+                    })?)
+        });
+        match notify {
+            Ok(true) => self.irq.signal_queue(side.index()),
             Ok(false) => {}
             Err(why) => self.fail(why),
         }
@@ -235,7 +271,7 @@ impl NetWorker {
     /// The receive loop; returns whether any buffer was used.
     fn rx_loop(&mut self) -> Result<bool, Broken> {
         let ring = |source| Broken::Ring {
-            queue: "receive",
+            queue: Side::Receive.name(),
             source,
         };
         let mut used = false;
@@ -291,29 +327,10 @@ impl NetWorker {
         }
     }
 
-    /// Sends every frame the guest queued, then re-arms notifications.
-    fn process_tx(&mut self) {
-        if self.broken {
-            return;
-        }
-        match self.tx_loop() {
-            Ok(true) => match self.tx.needs_notification(&self.mem) {
-                Ok(true) => self.irq.signal_queue(TX_QUEUE),
-                Ok(false) => {}
-                Err(source) => self.fail(Broken::Ring {
-                    queue: "transmit",
-                    source,
-                }),
-            },
-            Ok(false) => {}
-            Err(why) => self.fail(why),
-        }
-    }
-
     /// The transmit loop; returns whether any chain was used.
     fn tx_loop(&mut self) -> Result<bool, Broken> {
         let ring = |source| Broken::Ring {
-            queue: "transmit",
+            queue: Side::Transmit.name(),
             source,
         };
         let mut used = false;
