@@ -101,6 +101,14 @@ impl Side {
         }
     }
 
+    /// What makes the queue unusable when virtio-queue refuses its ring.
+    fn broken_ring(self) -> impl Fn(virtio_queue::Error) -> Broken + Copy {
+        move |source| Broken::Ring {
+            queue: self.name(),
+            source,
+        }
+    }
+
     /// The queue's index.
     fn index(self) -> usize {
         match self {
@@ -256,10 +264,7 @@ impl NetWorker {
             Ok(used
                 && queue
                     .needs_notification(&self.mem)
-                    .map_err(|source| Broken::Ring {
-                        queue: side.name(),
-                        source,
-                    })?)
+                    .map_err(side.broken_ring())?)
         });
         match notify {
             Ok(true) => self.irq.signal_queue(side.index()),
@@ -270,10 +275,7 @@ impl NetWorker {
 
     /// The receive loop; returns whether any buffer was used.
     fn rx_loop(&mut self) -> Result<bool, Broken> {
-        let ring = |source| Broken::Ring {
-            queue: Side::Receive.name(),
-            source,
-        };
+        let ring = Side::Receive.broken_ring();
         let mut used = false;
         loop {
             let len = match self.rx_pending {
@@ -291,10 +293,7 @@ impl NetWorker {
             };
             self.rx_pending = Some(len);
             let Some(chain) = next_chain(&mut self.rx, &self.mem).map_err(ring)? else {
-                // Out of buffers: ask for a notification, unless some arrived meanwhile.
-                if self.rx.enable_notification(&self.mem).map_err(ring)? {
-                    continue;
-                }
+                // Out of buffers: the frame waits for the next notification.
                 return Ok(used);
             };
             let segments = Segments::collect(chain, true);
@@ -329,16 +328,10 @@ impl NetWorker {
 
     /// The transmit loop; returns whether any chain was used.
     fn tx_loop(&mut self) -> Result<bool, Broken> {
-        let ring = |source| Broken::Ring {
-            queue: Side::Transmit.name(),
-            source,
-        };
+        let ring = Side::Transmit.broken_ring();
         let mut used = false;
         loop {
             let Some(chain) = next_chain(&mut self.tx, &self.mem).map_err(ring)? else {
-                if self.tx.enable_notification(&self.mem).map_err(ring)? {
-                    continue;
-                }
                 return Ok(used);
             };
             let segments = Segments::collect(chain, false);
@@ -365,14 +358,21 @@ impl NetWorker {
     }
 }
 
-/// The next available chain of `queue`, or `None` when the ring is empty.
-/// An available index further ahead than the ring size is an error.
+/// The next chain the guest made available in `queue`; `None` once there is
+/// none and notifications are re-armed (looking again for chains that arrived
+/// meanwhile). An available index further ahead than the ring size is an error.
 fn next_chain<'m>(
     queue: &mut Queue,
     mem: &'m GuestMemory,
 ) -> Result<Option<DescriptorChain<&'m GuestMemory>>, virtio_queue::Error> {
-    let mut iter = queue.iter(mem)?;
-    Ok(iter.next())
+    loop {
+        if let Some(chain) = queue.iter(mem)?.next() {
+            return Ok(Some(chain));
+        }
+        if !queue.enable_notification(mem)? {
+            return Ok(None);
+        }
+    }
 }
 
 /// A running worker thread.
