@@ -1,8 +1,12 @@
 //! Why the VM stops: the one place vCPUs, devices and signal handlers report
 //! an exit, and the main thread waits for it.
 
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::register_signal_handler;
@@ -57,14 +61,20 @@ static SIGNAL_EVENTFD: AtomicI32 = AtomicI32::new(-1);
 /// The last SIGINT/SIGTERM received.
 static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_stop_signal(num: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+/// The handler's signature is the one `register_signal_handler` takes.
+extern "C" fn on_stop_signal(
+    num: std::ffi::c_int,
+    _: *mut libc::siginfo_t,
+    _: *mut std::ffi::c_void,
+) {
     LAST_SIGNAL.store(num, Ordering::SeqCst);
     let fd = SIGNAL_EVENTFD.load(Ordering::SeqCst);
     if fd >= 0 {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: write(2) is async-signal-safe; `one` is 8 valid bytes and
-        // `fd` is the exit eventfd, which lives as long as the process.
-        unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        // SAFETY: `fd` is the handler's duplicate of the exit eventfd, which
+        // stays open for the life of the process (see `catch_stop_signals`).
+        let evt = unsafe { BorrowedFd::borrow_raw(fd) };
+        // write(2) is async-signal-safe; a full counter already wakes the waiter.
+        let _ = nix::unistd::write(evt, &1u64.to_ne_bytes());
     }
 }
 
@@ -99,19 +109,15 @@ impl ExitHandle {
     /// duplicate of the eventfd, kept open for the life of the process, so a
     /// signal arriving after this handle is gone writes to nothing that was reused.
     pub fn catch_stop_signals(&self) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup only reads the descriptor, which `self.evt` keeps open.
-        let fd = unsafe { libc::dup(self.evt.as_raw_fd()) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let fd = self.evt.try_clone()?.into_raw_fd();
         let old = SIGNAL_EVENTFD.swap(fd, Ordering::SeqCst);
         if old >= 0 {
-            // SAFETY: `old` is the duplicate a previous call made; only the handler used it.
-            unsafe { libc::close(old) };
+            // `old` is the duplicate a previous call made and only the handler
+            // used; closing it can fail only if it was closed already.
+            let _ = nix::unistd::close(old);
         }
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            register_signal_handler(sig, on_stop_signal)
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            register_signal_handler(sig as i32, on_stop_signal)
                 .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         }
         Ok(())
@@ -119,7 +125,6 @@ impl ExitHandle {
 
     /// Blocks until something requests an exit, and says why.
     pub fn wait(&self) -> ExitReason {
-        use std::os::fd::AsRawFd;
         loop {
             if let Some(reason) = self.reason() {
                 return reason;
@@ -128,13 +133,13 @@ impl ExitHandle {
             if sig != 0 {
                 return ExitReason::Signal(sig);
             }
-            let mut pfd = libc::pollfd {
-                fd: self.evt.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut pfd, 1, 1000) };
+            // SAFETY: `self.evt` owns the descriptor and outlives this borrow.
+            let evt = unsafe { BorrowedFd::borrow_raw(self.evt.as_raw_fd()) };
+            // A failed or timed-out poll only means looking at the latch again.
+            let _ = nix::poll::poll(
+                &mut [PollFd::new(evt, PollFlags::POLLIN)],
+                PollTimeout::from(1000u16),
+            );
             let _ = self.evt.read();
         }
     }

@@ -1,10 +1,11 @@
 //! Guest RAM: allocating it (anonymous or huge pages), marking it for KSM,
 //! and checking first that the host can give it.
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::FromRawFd;
+use std::ptr::NonNull;
 
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::mman::{madvise, MapFlags, MmapAdvise, ProtFlags};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::config::MemoryConfig;
@@ -82,14 +83,12 @@ pub fn check_host_can_give(config: &MemoryConfig) -> Result<(), MemoryError> {
 }
 
 fn hugepage_file(size: u64) -> Result<File, MemoryError> {
-    let name = CString::new("vfio-vmm-ram").expect("static name has no NUL");
-    // SAFETY: `name` is a valid NUL-terminated string; the flags are plain constants.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB) };
-    if fd < 0 {
-        return Err(MemoryError::Memfd(std::io::Error::last_os_error()));
-    }
-    // SAFETY: memfd_create just returned this descriptor and nothing else owns it.
-    let file = unsafe { File::from_raw_fd(fd) };
+    let fd = memfd_create(
+        "vfio-vmm-ram",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_HUGETLB,
+    )
+    .map_err(|e| MemoryError::Memfd(e.into()))?;
+    let file = File::from(fd);
     file.set_len(size).map_err(MemoryError::Memfd)?;
     Ok(file)
 }
@@ -99,7 +98,7 @@ fn map_region(
     size: u64,
     config: &MemoryConfig,
 ) -> Result<GuestRegionMmap, MemoryError> {
-    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let prot = (ProtFlags::PROT_READ | ProtFlags::PROT_WRITE).bits();
     let mmap_err = |err| MemoryError::Mmap {
         size: size >> 20,
         err,
@@ -108,20 +107,18 @@ fn map_region(
         // No MAP_NORESERVE: the kernel reserves every huge page now, so a
         // short pool fails here instead of killing the guest by SIGBUS later.
         let file = FileOffset::new(hugepage_file(size)?, 0);
-        MmapRegion::build(Some(file), size as usize, prot, libc::MAP_SHARED).map_err(mmap_err)?
+        let flags = MapFlags::MAP_SHARED.bits();
+        MmapRegion::build(Some(file), size as usize, prot, flags).map_err(mmap_err)?
     } else {
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-        MmapRegion::build(None, size as usize, prot, flags).map_err(mmap_err)?
+        let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_NORESERVE;
+        MmapRegion::build(None, size as usize, prot, flags.bits()).map_err(mmap_err)?
     };
     if config.mergeable {
-        // SAFETY: the range is exactly the mapping MmapRegion just created and owns.
-        let ret =
-            unsafe { libc::madvise(region.as_ptr().cast(), size as usize, libc::MADV_MERGEABLE) };
-        if ret != 0 {
-            log::warn!(
-                "KSM merging unavailable: {}",
-                std::io::Error::last_os_error()
-            );
+        let addr = NonNull::new(region.as_ptr().cast()).expect("a built mapping is never null");
+        // SAFETY: the range is exactly the mapping MmapRegion just created and
+        // owns; MADV_MERGEABLE only lets KSM share identical pages.
+        if let Err(e) = unsafe { madvise(addr, size as usize, MmapAdvise::MADV_MERGEABLE) } {
+            log::warn!("KSM merging unavailable: {}", std::io::Error::from(e));
         }
     }
     GuestRegionMmap::new(region, GuestAddress(start)).ok_or(MemoryError::Layout(

@@ -1,36 +1,33 @@
 //! Puts an interactive stdin into character mode for the guest console, and
 //! restores it on exit. Ctrl-C still reaches vfio-vmm as SIGINT.
 
+use nix::sys::termios::{tcgetattr, tcsetattr, InputFlags, LocalFlags, SetArg, Termios};
+
 /// Restores the saved terminal settings when dropped.
 pub struct RawStdin {
-    saved: libc::termios,
+    saved: Termios,
 }
 
 impl RawStdin {
     /// Switches stdin to non-canonical, no-echo mode if it is a terminal.
     pub fn enter() -> Option<Self> {
-        // SAFETY: isatty only inspects the descriptor.
-        if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
+        let stdin = std::io::stdin();
+        if !nix::unistd::isatty(&stdin).unwrap_or(false) {
             return None;
         }
-        // SAFETY: termios is plain data; zeroed is a valid value to be overwritten.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: `saved` is a valid termios for tcgetattr to fill.
-        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut saved) } != 0 {
-            return None;
-        }
-        let mut raw = saved;
-        raw.c_lflag &= !(libc::ICANON | libc::ECHO);
-        raw.c_iflag &= !(libc::ICRNL | libc::IXON);
-        // SAFETY: `raw` is a valid termios derived from the current one.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) };
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        raw.local_flags &= !(LocalFlags::ICANON | LocalFlags::ECHO);
+        raw.input_flags &= !(InputFlags::ICRNL | InputFlags::IXON);
+        // As before, a terminal that refuses the change stays as it was.
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
         Some(RawStdin { saved })
     }
 }
 
 impl Drop for RawStdin {
     fn drop(&mut self) {
-        // SAFETY: restores the settings read in `enter`.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
+        // Nothing is left to do on a terminal that refuses its own settings back.
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
     }
 }

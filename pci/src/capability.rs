@@ -84,52 +84,65 @@ impl PciCapability for RawCapability {
     }
 }
 
+/// Where a capability goes in config space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapabilityPlace {
+    /// Appended to the list the config space chains itself.
+    Append,
+    /// At `offset` with `next` as its next pointer, the chain left alone: for
+    /// passthrough devices that mirror the layout of real hardware and link
+    /// the list themselves.
+    At {
+        /// Offset of the capability header.
+        offset: usize,
+        /// Its next pointer.
+        next: u8,
+    },
+}
+
 impl PciConfig {
     /// Appends `cap` to the capability list and returns its offset.
     pub fn add_capability(&mut self, cap: &dyn PciCapability) -> Result<usize, CapabilityError> {
-        let body = cap.body();
-        let mask = cap.write_mask();
-        if mask.len() > body.len() {
-            return Err(CapabilityError::MaskTooLong {
-                mask: mask.len(),
-                body: body.len(),
-            });
-        }
-        let offset = self.next_capability.next_multiple_of(4);
-        let needed = body.len().saturating_add(2);
-        let available = CONFIG_SPACE_SIZE.saturating_sub(offset);
-        if needed > available {
-            return Err(CapabilityError::NoSpace { needed, available });
-        }
-        let Ok(offset_byte) = u8::try_from(offset) else {
-            return Err(CapabilityError::NoSpace { needed, available });
-        };
-        self.write_internal(offset, &[cap.id(), 0]);
-        self.write_internal(offset + 2, &body);
-        self.set_write_mask(offset + 2, &mask);
-        let link = if self.last_capability == 0 {
-            CAPABILITIES_POINTER
-        } else {
-            self.last_capability + 1
-        };
-        self.write_internal(link, &[offset_byte]);
-        let status = self.status() | STATUS_CAPABILITIES_LIST;
-        self.write_internal(STATUS, &status.to_le_bytes());
-        self.last_capability = offset;
-        self.next_capability = offset + needed;
-        Ok(offset)
+        self.place_capability(cap, CapabilityPlace::Append)
     }
 
-    /// Writes `cap` at `offset` with `next` as its next pointer, without
-    /// touching the chain: for passthrough devices that mirror the layout of
-    /// real hardware and link the list themselves. Sets the capability list
-    /// status bit.
-    pub fn add_capability_at(
+    /// Writes `cap` where `place` says, sets the capability list status bit,
+    /// and returns its offset.
+    pub fn place_capability(
+        &mut self,
+        cap: &dyn PciCapability,
+        place: CapabilityPlace,
+    ) -> Result<usize, CapabilityError> {
+        match place {
+            CapabilityPlace::Append => {
+                let offset = self.next_capability.next_multiple_of(4);
+                let end = self.write_capability(offset, 0, cap)?;
+                let link = if self.last_capability == 0 {
+                    CAPABILITIES_POINTER
+                } else {
+                    self.last_capability + 1
+                };
+                // `write_capability` placed it inside the 256-byte space: the offset fits a byte.
+                self.write_internal(link, &[offset as u8]);
+                self.last_capability = offset;
+                self.next_capability = end;
+                Ok(offset)
+            }
+            CapabilityPlace::At { offset, next } => {
+                self.write_capability(offset, next, cap)?;
+                Ok(offset)
+            }
+        }
+    }
+
+    /// Writes `cap`'s header (with `next`), body and write mask at `offset`
+    /// and sets the capability list status bit; returns the offset past it.
+    fn write_capability(
         &mut self,
         offset: usize,
         next: u8,
         cap: &dyn PciCapability,
-    ) -> Result<(), CapabilityError> {
+    ) -> Result<usize, CapabilityError> {
         let body = cap.body();
         let mask = cap.write_mask();
         if mask.len() > body.len() {
@@ -148,7 +161,7 @@ impl PciConfig {
         self.set_write_mask(offset + 2, &mask);
         let status = self.status() | STATUS_CAPABILITIES_LIST;
         self.write_internal(STATUS, &status.to_le_bytes());
-        Ok(())
+        Ok(offset + needed)
     }
 
     /// Walks the capability list as the guest would: `(offset, id)` pairs.

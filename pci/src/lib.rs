@@ -53,7 +53,7 @@
 //!
 //! A device owns a [`PciConfig`] (built from a [`PciHeader`], BARs declared
 //! with [`PciConfig::add_bar`]), optionally an [`Msi`] / [`Msix`] built with
-//! `add_to(&mut config, capability, vectors)` from vectors the
+//! `add(&mut config, CapabilityPlace::Append, capability, vectors)` from vectors the
 //! [`InterruptManager`] allocated, and implements [`PciDevice`]. Its
 //! `config_write` applies the write to the config and then calls
 //! `msix.config_written(&config, offset, len)` (and the MSI equivalent); its
@@ -88,7 +88,7 @@ pub use bar::{BarDef, BarError, BarKind, BarMove, BarPlacement, NUM_BARS, ROM_BA
 pub use bar_allocator::{BarAllocError, BarAllocator, PciWindows, Window, WindowKind};
 pub use bar_routing::PlacementError;
 pub use bus::{BusError, PciBus};
-pub use capability::{CapabilityError, PciCapability, RawCapability};
+pub use capability::{CapabilityError, CapabilityPlace, PciCapability, RawCapability};
 pub use config::{ConfigError, PciConfig, PciHeader};
 pub use device::{DeviceError, PciAddress, PciDevice};
 pub use ecam::ECAM_BUS_SIZE;

@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 
-use crate::capability::{CapabilityError, PciCapability, CAP_ID_MSI};
+use crate::capability::{CapabilityError, CapabilityPlace, PciCapability, CAP_ID_MSI};
 use crate::config::PciConfig;
 use crate::interrupt::{Delivery, InterruptError, MsiMessage, MsiVector, RoutedVector};
 
@@ -180,30 +180,17 @@ fn check_vector_count(cap: &MsiCapability, vectors: &[Box<dyn MsiVector>]) -> Re
 }
 
 impl Msi {
-    /// Adds the MSI capability to `config` and takes ownership of `vectors`
-    /// (one per message, as allocated by the [`crate::InterruptManager`]).
-    pub fn add_to(
+    /// Adds the MSI capability to `config` where `place` says and takes
+    /// ownership of `vectors` (one per message, as allocated by the
+    /// [`crate::InterruptManager`]).
+    pub fn add(
         config: &mut PciConfig,
+        place: CapabilityPlace,
         cap: MsiCapability,
         vectors: Vec<Box<dyn MsiVector>>,
     ) -> Result<Self, MsiError> {
         check_vector_count(&cap, &vectors)?;
-        let offset = config.add_capability(&cap)?;
-        Ok(Self::with_vectors(cap, offset, vectors))
-    }
-
-    /// Like [`Msi::add_to`], but places the capability at `offset` with
-    /// `next` as its next pointer instead of appending it to the list (for a
-    /// passthrough device whose capability layout is the hardware's).
-    pub fn add_at(
-        config: &mut PciConfig,
-        offset: usize,
-        next: u8,
-        cap: MsiCapability,
-        vectors: Vec<Box<dyn MsiVector>>,
-    ) -> Result<Self, MsiError> {
-        check_vector_count(&cap, &vectors)?;
-        config.add_capability_at(offset, next, &cap)?;
+        let offset = config.place_capability(&cap, place)?;
         Ok(Self::with_vectors(cap, offset, vectors))
     }
 

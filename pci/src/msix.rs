@@ -12,7 +12,7 @@
 use thiserror::Error;
 
 use crate::bar::NUM_BARS;
-use crate::capability::{CapabilityError, PciCapability, CAP_ID_MSIX};
+use crate::capability::{CapabilityError, CapabilityPlace, PciCapability, CAP_ID_MSIX};
 use crate::config::PciConfig;
 use crate::interrupt::{Delivery, InterruptError, MsiMessage, MsiVector, RoutedVector};
 
@@ -254,31 +254,18 @@ pub struct Msix {
 }
 
 impl Msix {
-    /// Adds the MSI-X capability to `config` and takes ownership of
-    /// `vectors` (one per table entry). The BARs holding the table and PBA
-    /// must already be declared in `config` as memory BARs large enough.
-    pub fn add_to(
+    /// Adds the MSI-X capability to `config` where `place` says and takes
+    /// ownership of `vectors` (one per table entry). The BARs holding the
+    /// table and PBA must already be declared in `config` as memory BARs
+    /// large enough.
+    pub fn add(
         config: &mut PciConfig,
+        place: CapabilityPlace,
         cap: MsixCapability,
         vectors: Vec<Box<dyn MsiVector>>,
     ) -> Result<Self, MsixError> {
         Self::check(config, &cap, vectors.len())?;
-        let offset = config.add_capability(&cap)?;
-        Ok(Self::with_vectors(cap, offset, vectors))
-    }
-
-    /// Like [`Msix::add_to`], but places the capability at `offset` with
-    /// `next` as its next pointer instead of appending it to the list (for a
-    /// passthrough device whose capability layout is the hardware's).
-    pub fn add_at(
-        config: &mut PciConfig,
-        offset: usize,
-        next: u8,
-        cap: MsixCapability,
-        vectors: Vec<Box<dyn MsiVector>>,
-    ) -> Result<Self, MsixError> {
-        Self::check(config, &cap, vectors.len())?;
-        config.add_capability_at(offset, next, &cap)?;
+        let offset = config.place_capability(&cap, place)?;
         Ok(Self::with_vectors(cap, offset, vectors))
     }
 

@@ -2,6 +2,7 @@
 //! configuration, as bars at the median with min–max whiskers, drawn with
 //! plotters' SVG backend.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -83,6 +84,9 @@ pub fn render_svg(report: &Report) -> Result<String, ChartError> {
     Ok(svg)
 }
 
+/// The chart's coordinates: group index across, the series' unit up.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 /// Draws grouped bars with whiskers into `area`: one group per configuration,
 /// one bar per series.
 fn bars(
@@ -92,6 +96,37 @@ fn bars(
     series: &[(&str, RGBColor)],
     groups: &[Group],
 ) -> Result<(), ChartError> {
+    let mut chart = axes(area, caption, unit, groups)?;
+    let width = 0.7 / series.len() as f64;
+    for (j, (name, color)) in series.iter().enumerate() {
+        let x0 = |i: usize| i as f64 - 0.35 + j as f64 * width;
+        let values: Vec<(f64, Summary)> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.values.get(j).copied().flatten().map(|s| (x0(i), s)))
+            .collect();
+        series_bars(&mut chart, name, *color, width, &values)?;
+        whiskers(&mut chart, width, &values)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 11))
+        .draw()
+        .map_err(draw_err)?;
+    Ok(())
+}
+
+/// The chart in `area` with its caption, axes and group labels, tall enough
+/// for the highest whisker.
+fn axes<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    unit: &str,
+    groups: &[Group],
+) -> Result<Chart<'a, 'b>, ChartError> {
     let n = groups.len().max(1);
     let top = groups
         .iter()
@@ -126,54 +161,60 @@ fn bars(
         .y_desc(unit)
         .draw()
         .map_err(draw_err)?;
-    let k = series.len() as f64;
-    let width = 0.7 / k;
-    for (j, (name, color)) in series.iter().enumerate() {
-        let color = *color;
-        let x0 = |i: usize| i as f64 - 0.35 + j as f64 * width;
-        let values = || {
-            groups
-                .iter()
-                .enumerate()
-                .filter_map(move |(i, g)| g.values.get(j).copied().flatten().map(|s| (i, s)))
-        };
+    Ok(chart)
+}
+
+/// One series' bars at the medians (`values` are the bars' left edges and
+/// summaries), with its legend entry.
+fn series_bars(
+    chart: &mut Chart<'_, '_>,
+    name: &str,
+    color: RGBColor,
+    width: f64,
+    values: &[(f64, Summary)],
+) -> Result<(), ChartError> {
+    chart
+        .draw_series(
+            values.iter().map(|&(x, s)| {
+                Rectangle::new([(x, 0.0), (x + width * 0.9, s.median)], color.filled())
+            }),
+        )
+        .map_err(draw_err)?
+        .label(name)
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    Ok(())
+}
+
+/// Whiskers from min to max, capped at both ends, on the bars of `values`
+/// measured more than once.
+fn whiskers(
+    chart: &mut Chart<'_, '_>,
+    width: f64,
+    values: &[(f64, Summary)],
+) -> Result<(), ChartError> {
+    let repeated = || {
+        values
+            .iter()
+            .filter(|(_, s)| s.n > 1)
+            .map(move |&(x, s)| (x + width * 0.45, s))
+    };
+    chart
+        .draw_series(
+            repeated().map(|(x, s)| {
+                PathElement::new(vec![(x, s.min), (x, s.max)], BLACK.stroke_width(1))
+            }),
+        )
+        .map_err(draw_err)?;
+    for cap in [|s: &Summary| s.min, |s: &Summary| s.max] {
         chart
-            .draw_series(values().map(|(i, s)| {
-                Rectangle::new(
-                    [(x0(i), 0.0), (x0(i) + width * 0.9, s.median)],
-                    color.filled(),
+            .draw_series(repeated().map(|(x, s)| {
+                PathElement::new(
+                    vec![(x - width * 0.2, cap(&s)), (x + width * 0.2, cap(&s))],
+                    BLACK.stroke_width(1),
                 )
             }))
-            .map_err(draw_err)?
-            .label(*name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-        // Whiskers: min–max over repetitions.
-        chart
-            .draw_series(values().filter(|(_, s)| s.n > 1).map(|(i, s)| {
-                let x = x0(i) + width * 0.45;
-                PathElement::new(vec![(x, s.min), (x, s.max)], BLACK.stroke_width(1))
-            }))
             .map_err(draw_err)?;
-        for cap in [|s: &Summary| s.min, |s: &Summary| s.max] {
-            chart
-                .draw_series(values().filter(|(_, s)| s.n > 1).map(|(i, s)| {
-                    let x = x0(i) + width * 0.45;
-                    PathElement::new(
-                        vec![(x - width * 0.2, cap(&s)), (x + width * 0.2, cap(&s))],
-                        BLACK.stroke_width(1),
-                    )
-                }))
-                .map_err(draw_err)?;
-        }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 11))
-        .draw()
-        .map_err(draw_err)?;
     Ok(())
 }
 

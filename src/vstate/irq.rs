@@ -12,7 +12,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::VmFd;
 use pci::{InterruptError, InterruptManager, IntxLine, IntxPin, MsiMessage, MsiVector, PciAddress};
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// IOAPIC pins; GSIs below this are the default irqchip routes.
 pub const IOAPIC_PINS: u32 = 24;
@@ -149,7 +149,7 @@ impl InterruptManager for KvmInterruptManager {
         };
         (first..first + count as u32)
             .map(|gsi| {
-                let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
+                let evt = EventFd::new(EFD_NONBLOCK).map_err(io("eventfd"))?;
                 Ok(Box::new(KvmMsiVector {
                     gsi,
                     evt,
@@ -167,8 +167,8 @@ impl InterruptManager for KvmInterruptManager {
         pin: IntxPin,
     ) -> Result<Box<dyn IntxLine>, InterruptError> {
         let gsi = intx_gsi(address.device(), pin);
-        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
-        let resample = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
+        let evt = EventFd::new(EFD_NONBLOCK).map_err(io("eventfd"))?;
+        let resample = EventFd::new(EFD_NONBLOCK).map_err(io("eventfd"))?;
         self.shared
             .vm
             .register_irqfd_with_resample(&evt, &resample, gsi)

@@ -7,6 +7,7 @@ use kvm_bindings::{
     CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use nix::errno::Errno;
 
 use crate::boot::{cpu, cpuid, msr};
 use crate::devices::Bus;
@@ -96,7 +97,7 @@ impl Vcpu {
                         return;
                     }
                 }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Err(e) if matches!(Errno::from_raw(e.errno()), Errno::EINTR | Errno::EAGAIN) => {}
                 Err(e) => {
                     exit.request(ExitReason::VcpuError(
                         self.id,

@@ -8,6 +8,7 @@ use kvm_bindings::{
 use std::sync::Arc;
 
 use kvm_ioctls::{Kvm, VmFd};
+use nix::errno::Errno;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::layout;
@@ -58,9 +59,9 @@ pub struct Vm {
 impl Vm {
     /// Opens /dev/kvm and creates an empty VM.
     pub fn new() -> Result<Self, VmError> {
-        let kvm = Kvm::new().map_err(|e| match e.errno() {
-            libc::ENOENT => VmError::NoKvm,
-            libc::EACCES | libc::EPERM => VmError::KvmAccess,
+        let kvm = Kvm::new().map_err(|e| match Errno::from_raw(e.errno()) {
+            Errno::ENOENT => VmError::NoKvm,
+            Errno::EACCES | Errno::EPERM => VmError::KvmAccess,
             _ => VmError::KvmOpen(e),
         })?;
         let fd = kvm.create_vm().map_err(kvm_err("create a VM"))?;

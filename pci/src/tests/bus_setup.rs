@@ -6,6 +6,7 @@ use super::fakes::{fake_vectors, DeviceLog, FakeDevice};
 use crate::bar::BarKind;
 use crate::bar_allocator::{PciWindows, Window};
 use crate::bus::PciBus;
+use crate::capability::CapabilityPlace;
 use crate::device::PciAddress;
 use crate::msix::{Msix, MsixCapability};
 
@@ -64,7 +65,7 @@ pub fn rich_device() -> (FakeDevice, Arc<Mutex<DeviceLog>>) {
     c.add_bar(crate::ROM_BAR, BarKind::Rom, 0x8000).unwrap();
     let cap = MsixCapability::new(2, 0, 0x800, 0, 0xc00).unwrap();
     let (vectors, _) = fake_vectors(2);
-    dev.msix = Some(Msix::add_to(c, cap, vectors).unwrap());
+    dev.msix = Some(Msix::add(c, CapabilityPlace::Append, cap, vectors).unwrap());
     let log = dev.log.clone();
     (dev, log)
 }

@@ -1,7 +1,7 @@
 //! MSI capability layout and vector state machine.
 
 use super::fakes::{fake_vectors, header, take, VectorCall};
-use crate::capability::CAP_ID_MSI;
+use crate::capability::{CapabilityPlace, CAP_ID_MSI};
 use crate::config::PciConfig;
 use crate::interrupt::{Delivery, MsiMessage};
 use crate::msi::{Msi, MsiCapability, MsiError};
@@ -11,7 +11,7 @@ fn setup(vectors: usize, is_64bit: bool, mask: bool) -> (PciConfig, Msi, super::
     let mut config = PciConfig::new(&header());
     let cap = MsiCapability::new(vectors, is_64bit, mask).unwrap();
     let (v, log) = fake_vectors(vectors);
-    let msi = Msi::add_to(&mut config, cap, v).unwrap();
+    let msi = Msi::add(&mut config, CapabilityPlace::Append, cap, v).unwrap();
     (config, msi, log)
 }
 
@@ -70,7 +70,7 @@ fn bad_vector_counts() {
     let (v, _) = fake_vectors(2);
     let cap = MsiCapability::new(4, false, false).unwrap();
     assert!(matches!(
-        Msi::add_to(&mut config, cap, v),
+        Msi::add(&mut config, CapabilityPlace::Append, cap, v),
         Err(MsiError::VectorCountMismatch {
             expected: 4,
             given: 2

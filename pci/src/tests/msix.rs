@@ -2,7 +2,7 @@
 
 use super::fakes::{fake_vectors, header, take, CallLog, VectorCall};
 use crate::bar::BarKind;
-use crate::capability::CAP_ID_MSIX;
+use crate::capability::{CapabilityPlace, CAP_ID_MSIX};
 use crate::config::PciConfig;
 use crate::interrupt::{Delivery, MsiMessage};
 use crate::msix::{Msix, MsixCapability, MsixError};
@@ -21,7 +21,7 @@ fn setup(vectors: usize) -> (PciConfig, Msix, CallLog) {
         .unwrap();
     let cap = MsixCapability::new(vectors, 1, 0, 1, 0x2000).unwrap();
     let (v, log) = fake_vectors(vectors);
-    let msix = Msix::add_to(&mut config, cap, v).unwrap();
+    let msix = Msix::add(&mut config, CapabilityPlace::Append, cap, v).unwrap();
     (config, msix, log)
 }
 
@@ -104,19 +104,19 @@ fn capability_validation() {
     let (v, _) = fake_vectors(1);
     let cap = MsixCapability::new(1, 0, 0, 1, 0).unwrap();
     assert!(matches!(
-        Msix::add_to(&mut config, cap, v),
+        Msix::add(&mut config, CapabilityPlace::Append, cap, v),
         Err(MsixError::DoesNotFitBar { bar: 0, .. })
     ));
     let (v, _) = fake_vectors(1);
     let cap = MsixCapability::new(1, 1, 0x1000, 1, 0).unwrap();
     assert!(matches!(
-        Msix::add_to(&mut config, cap, v),
+        Msix::add(&mut config, CapabilityPlace::Append, cap, v),
         Err(MsixError::DoesNotFitBar { bar: 1, .. })
     ));
     let (v, _) = fake_vectors(2);
     let cap = MsixCapability::new(1, 1, 0, 1, 0x800).unwrap();
     assert!(matches!(
-        Msix::add_to(&mut config, cap, v),
+        Msix::add(&mut config, CapabilityPlace::Append, cap, v),
         Err(MsixError::VectorCountMismatch {
             expected: 1,
             given: 2

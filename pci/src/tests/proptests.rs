@@ -8,6 +8,7 @@ use super::bus_setup::{addr, bus, cfg32, rich_device};
 use super::fakes::{fake_vectors, header};
 use crate::bar::{BarKind, NUM_BAR_SLOTS};
 use crate::bus::PciBus;
+use crate::capability::CapabilityPlace;
 use crate::config::PciConfig;
 use crate::device::PciAddress;
 use crate::interrupt::Delivery;
@@ -239,7 +240,7 @@ proptest! {
         c.add_bar(0, BarKind::Memory32 { prefetchable: false }, 0x1000).unwrap();
         let cap = MsixCapability::new(4, 0, 0, 0, 0x800).unwrap();
         let (vectors, _) = fake_vectors(4);
-        let mut msix = Msix::add_to(&mut c, cap, vectors).unwrap();
+        let mut msix = Msix::add(&mut c, CapabilityPlace::Append, cap, vectors).unwrap();
         let off = msix.offset();
         for (op, raw, data) in ops {
             match op {

@@ -9,7 +9,7 @@ use log::{info, warn};
 use thiserror::Error;
 
 use crate::bar::{BarKind, NUM_BARS, ROM_BAR};
-use crate::capability::{CAP_ID_MSI, CAP_ID_MSIX};
+use crate::capability::{CapabilityPlace, CAP_ID_MSI, CAP_ID_MSIX};
 use crate::config::{
     ConfigError, PciConfig, PciHeader, BAR0, CONFIG_SPACE_SIZE, EXT_CONFIG_SPACE_SIZE,
     INTERRUPT_PIN,
@@ -162,105 +162,34 @@ impl VfioPciDevice {
         ctx: AttachContext<'_>,
     ) -> Result<Self, VfioPciError> {
         let name = ctx.name.clone();
-        match ops.reset() {
-            Ok(ResetOutcome::Done) => info!("{name}: reset"),
-            Ok(ResetOutcome::Unsupported) => {
-                warn!("{name}: no reset mechanism, the device keeps the state its last user left it in")
-            }
-            Err(e) => warn!("{name}: reset failed ({e}); continuing with the device as it is"),
-        }
+        reset(ops.as_ref(), &name);
         let bytes = read_config(ops.as_ref(), &name)?;
-        let config_size = bytes.len();
-        let header = PciHeader {
-            vendor_id: word(&bytes, 0),
-            device_id: word(&bytes, 2),
-            revision_id: byte(&bytes, 8),
-            class_code: dword(&bytes, 8) >> 8,
-            subsystem_vendor_id: word(&bytes, 0x2c),
-            subsystem_id: word(&bytes, 0x2e),
-            interrupt_pin: None,
-        };
-        let mut config = PciConfig::new(&header);
+        let mut config = PciConfig::new(&header_of(&bytes));
         declare_bars(ops.as_ref(), &mut config, &bytes, &name, ctx.options)?;
-
-        let no_msi = ops.irq_count(MSI_IRQ) == 0;
-        let no_msix = ops.irq_count(MSIX_IRQ) == 0;
-        let mut layout = ConfigLayout::new(&bytes, |id| {
-            (id == CAP_ID_MSI && no_msi) || (id == CAP_ID_MSIX && no_msix)
-        });
-        for (offset, value) in layout.links().to_vec() {
-            config.write_internal(offset, &[value]);
-        }
-        for hidden in layout.hidden_names() {
-            info!("{name}: hiding {hidden} from the guest");
-        }
+        let mut layout = mirror_layout(ops.as_ref(), &mut config, &bytes, &name);
 
         let stats = Arc::new(VfioStats::default());
-        let vectors = |count: usize, what: &str| -> Result<Vec<Box<dyn MsiVector>>, VfioPciError> {
-            let raw = ctx
-                .interrupts
-                .allocate_msi_vectors(count)
-                .map_err(|source| VfioPciError::Interrupts {
-                    device: name.clone(),
-                    what: format!("{count} {what} vectors"),
-                    source,
-                })?;
-            Ok(raw
-                .into_iter()
-                .map(|v| Box::new(CountingVector::new(v, Arc::clone(&stats))) as Box<dyn MsiVector>)
-                .collect())
+        let vectors = Vectors {
+            ctx: &ctx,
+            stats: &stats,
         };
-
-        let visible = layout.visible_standard().to_vec();
-        let find = |id: u8| visible.iter().find(|(_, c)| *c == id).map(|(o, _)| *o);
-        let mut msi = None;
-        let mut msi_vectors = 0;
-        if let Some(offset) = find(CAP_ID_MSI) {
-            let control = word(&bytes, offset + 2);
-            let offered = 1usize << ((control >> 1) & 0x7).min(5);
-            let vfio = usize::try_from(ops.irq_count(MSI_IRQ)).unwrap_or(usize::MAX);
-            // A power of two no larger than what both the capability and VFIO offer.
-            let count = 1usize << offered.min(vfio).max(1).ilog2();
-            let msi_err = |source| VfioPciError::Msi {
-                device: name.clone(),
-                source,
-            };
-            let cap = MsiCapability::new(count, control & 0x80 != 0, control & 0x100 != 0)
-                .map_err(msi_err)?;
-            let next = layout.next_of(offset);
-            msi = Some(
-                Msi::add_at(&mut config, offset, next, cap, vectors(count, "MSI")?)
-                    .map_err(msi_err)?,
-            );
-            layout.shadow_range(offset..offset + cap.size());
-            msi_vectors = count;
-        }
-        let mut msix = None;
-        if let Some(offset) = find(CAP_ID_MSIX) {
-            let control = word(&bytes, offset + 2);
-            let table = dword(&bytes, offset + 4);
-            let pba = dword(&bytes, offset + 8);
-            let count = usize::from(control & 0x7ff) + 1;
-            let msix_err = |source| VfioPciError::Msix {
-                device: name.clone(),
-                source,
-            };
-            // Truncations intended: the BIR is the low three bits.
-            let cap = MsixCapability::new(
-                count,
-                (table & 0x7) as u8,
-                u64::from(table & !0x7),
-                (pba & 0x7) as u8,
-                u64::from(pba & !0x7),
-            )
-            .map_err(msix_err)?;
-            let next = layout.next_of(offset);
-            msix = Some(
-                Msix::add_at(&mut config, offset, next, cap, vectors(count, "MSI-X")?)
-                    .map_err(msix_err)?,
-            );
-            layout.shadow_range(offset..offset + 12);
-        }
+        let mut caps = Mirror {
+            config: &mut config,
+            layout: &mut layout,
+            bytes: &bytes,
+            name: &name,
+        };
+        let (msi, msi_vectors) = match caps.find(CAP_ID_MSI) {
+            Some(offset) => {
+                let (msi, count) = caps.msi(offset, ops.as_ref(), &vectors)?;
+                (Some(msi), count)
+            }
+            None => (None, 0),
+        };
+        let msix = match caps.find(CAP_ID_MSIX) {
+            Some(offset) => Some(caps.msix(offset, &vectors)?),
+            None => None,
+        };
 
         let intx = take_intx(ops.as_ref(), &ctx, &mut config, &bytes, &stats)?;
         let bars = map_bars(Arc::clone(&ops), &ctx, &config, msix.as_ref(), &stats);
@@ -277,7 +206,7 @@ impl VfioPciDevice {
             ops,
             name,
             config,
-            config_size,
+            config_size: bytes.len(),
             layout,
             msi,
             msi_vectors,
@@ -287,6 +216,152 @@ impl VfioPciDevice {
             stats,
             warned: std::collections::HashSet::new(),
         })
+    }
+}
+
+/// Resets the device if it can be, and says how that went.
+fn reset(ops: &dyn VfioDeviceOps, name: &str) {
+    match ops.reset() {
+        Ok(ResetOutcome::Done) => info!("{name}: reset"),
+        Ok(ResetOutcome::Unsupported) => {
+            warn!("{name}: no reset mechanism, the device keeps the state its last user left it in")
+        }
+        Err(e) => warn!("{name}: reset failed ({e}); continuing with the device as it is"),
+    }
+}
+
+/// The shadow's identity registers, as the hardware reports them.
+fn header_of(bytes: &[u8]) -> PciHeader {
+    PciHeader {
+        vendor_id: word(bytes, 0),
+        device_id: word(bytes, 2),
+        revision_id: byte(bytes, 8),
+        class_code: dword(bytes, 8) >> 8,
+        subsystem_vendor_id: word(bytes, 0x2c),
+        subsystem_id: word(bytes, 0x2e),
+        interrupt_pin: None,
+    }
+}
+
+/// Mirrors the hardware's capability chain into the shadow, hiding MSI and
+/// MSI-X where VFIO offers no such interrupts.
+fn mirror_layout(
+    ops: &dyn VfioDeviceOps,
+    config: &mut PciConfig,
+    bytes: &[u8],
+    name: &str,
+) -> ConfigLayout {
+    let no_msi = ops.irq_count(MSI_IRQ) == 0;
+    let no_msix = ops.irq_count(MSIX_IRQ) == 0;
+    let layout = ConfigLayout::new(bytes, |id| {
+        (id == CAP_ID_MSI && no_msi) || (id == CAP_ID_MSIX && no_msix)
+    });
+    for (offset, value) in layout.links().to_vec() {
+        config.write_internal(offset, &[value]);
+    }
+    for hidden in layout.hidden_names() {
+        info!("{name}: hiding {hidden} from the guest");
+    }
+    layout
+}
+
+/// Source of the VMM's MSI vectors for one device, counted in its stats.
+struct Vectors<'a> {
+    ctx: &'a AttachContext<'a>,
+    stats: &'a Arc<VfioStats>,
+}
+
+impl Vectors<'_> {
+    /// `count` vectors for the capability `what`.
+    fn take(&self, count: usize, what: &str) -> Result<Vec<Box<dyn MsiVector>>, VfioPciError> {
+        let raw = self
+            .ctx
+            .interrupts
+            .allocate_msi_vectors(count)
+            .map_err(|source| VfioPciError::Interrupts {
+                device: self.ctx.name.clone(),
+                what: format!("{count} {what} vectors"),
+                source,
+            })?;
+        Ok(raw
+            .into_iter()
+            .map(|v| Box::new(CountingVector::new(v, Arc::clone(self.stats))) as Box<dyn MsiVector>)
+            .collect())
+    }
+}
+
+/// Emulates the hardware's MSI and MSI-X capabilities in the shadow, at the
+/// hardware's offsets, and marks their ranges as shadowed in the layout.
+struct Mirror<'a> {
+    config: &'a mut PciConfig,
+    layout: &'a mut ConfigLayout,
+    bytes: &'a [u8],
+    name: &'a str,
+}
+
+impl Mirror<'_> {
+    /// Offset of the visible capability `id`.
+    fn find(&self, id: u8) -> Option<usize> {
+        let visible = self.layout.visible_standard();
+        visible.iter().find(|(_, c)| *c == id).map(|(o, _)| *o)
+    }
+
+    /// Where a capability at `offset` goes: there, linked as the hardware links it.
+    fn place(&self, offset: usize) -> CapabilityPlace {
+        let next = self.layout.next_of(offset);
+        CapabilityPlace::At { offset, next }
+    }
+
+    /// MSI at `offset`, with as many vectors as both the capability and VFIO
+    /// offer; returns it with that count.
+    fn msi(
+        &mut self,
+        offset: usize,
+        ops: &dyn VfioDeviceOps,
+        vectors: &Vectors<'_>,
+    ) -> Result<(Msi, usize), VfioPciError> {
+        let control = word(self.bytes, offset + 2);
+        let offered = 1usize << ((control >> 1) & 0x7).min(5);
+        let vfio = usize::try_from(ops.irq_count(MSI_IRQ)).unwrap_or(usize::MAX);
+        // A power of two no larger than what both the capability and VFIO offer.
+        let count = 1usize << offered.min(vfio).max(1).ilog2();
+        let msi_err = |source| VfioPciError::Msi {
+            device: self.name.to_string(),
+            source,
+        };
+        let cap = MsiCapability::new(count, control & 0x80 != 0, control & 0x100 != 0)
+            .map_err(msi_err)?;
+        let place = self.place(offset);
+        let msi =
+            Msi::add(self.config, place, cap, vectors.take(count, "MSI")?).map_err(msi_err)?;
+        self.layout.shadow_range(offset..offset + cap.size());
+        Ok((msi, count))
+    }
+
+    /// MSI-X at `offset`, its table and PBA where the hardware has them.
+    fn msix(&mut self, offset: usize, vectors: &Vectors<'_>) -> Result<Msix, VfioPciError> {
+        let control = word(self.bytes, offset + 2);
+        let table = dword(self.bytes, offset + 4);
+        let pba = dword(self.bytes, offset + 8);
+        let count = usize::from(control & 0x7ff) + 1;
+        let msix_err = |source| VfioPciError::Msix {
+            device: self.name.to_string(),
+            source,
+        };
+        // Truncations intended: the BIR is the low three bits.
+        let cap = MsixCapability::new(
+            count,
+            (table & 0x7) as u8,
+            u64::from(table & !0x7),
+            (pba & 0x7) as u8,
+            u64::from(pba & !0x7),
+        )
+        .map_err(msix_err)?;
+        let place = self.place(offset);
+        let msix =
+            Msix::add(self.config, place, cap, vectors.take(count, "MSI-X")?).map_err(msix_err)?;
+        self.layout.shadow_range(offset..offset + 12);
+        Ok(msix)
     }
 }
 

@@ -215,14 +215,7 @@ impl CommonCfg {
     /// Guest read of `data.len()` bytes at `offset` (any size; zero outside).
     pub fn read(&self, offset: u64, data: &mut [u8], irq: &VirtioInterrupts) {
         let img = self.register_image(irq);
-        for (i, out) in data.iter_mut().enumerate() {
-            *out = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok())
-                .and_then(|o| img.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::read_image(&img, offset, data);
     }
 
     /// Guest write at `offset`. Fields are written at their own width; the

@@ -124,6 +124,19 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// Answers a guest read of `data.len()` bytes at `offset` from a register
+/// block laid out as bytes in `image` (any size; zero past its end).
+pub fn read_image(image: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, out) in data.iter_mut().enumerate() {
+        *out = offset
+            .checked_add(i as u64)
+            .and_then(|o| usize::try_from(o).ok())
+            .and_then(|o| image.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// Builds the PCI virtio-net device for `config` (the `index`th `--net`) at
 /// `address`, with its tap opened (created if missing) and its vectors allocated.
 pub fn new_net_pci(

@@ -71,6 +71,13 @@ pub enum NetError {
     Transport(#[source] super::pci_transport::TransportError),
 }
 
+// NetError crosses threads (the builder reports it from wherever the device
+// was built): checked at compile time.
+const _: fn() = || {
+    fn error_that_crosses_threads<T: std::error::Error + Send + Sync + 'static>() {}
+    error_that_crosses_threads::<NetError>();
+};
+
 /// A MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MacAddress(pub [u8; 6]);
@@ -269,14 +276,7 @@ impl VirtioDevice for Net {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let img = self.config_image();
-        for (i, out) in data.iter_mut().enumerate() {
-            *out = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok())
-                .and_then(|o| img.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::read_image(&img, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {

@@ -21,13 +21,13 @@ use std::sync::Arc;
 
 use log::warn;
 use pci::{
-    BarKind, BarMove, DeviceError, InterruptManager, IntxPin, Msix, MsixCapability, PciAddress,
-    PciConfig, PciDevice, PciHeader, RawCapability,
+    BarKind, BarMove, CapabilityPlace, DeviceError, InterruptManager, IntxPin, Msix,
+    MsixCapability, PciAddress, PciConfig, PciDevice, PciHeader, RawCapability,
 };
 use thiserror::Error;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::common_cfg::{CommonCfg, CommonCfgError, StatusAction, COMMON_CFG_SIZE};
 use super::interrupt::VirtioInterrupts;
@@ -207,11 +207,16 @@ impl VirtioPciDevice {
             VIRTIO_BAR as u8,
             MSIX_PBA_OFFSET,
         )?;
-        let msix = Msix::add_to(&mut config, cap, interrupts.allocate_msi_vectors(vectors)?)?;
+        let msix = Msix::add(
+            &mut config,
+            CapabilityPlace::Append,
+            cap,
+            interrupts.allocate_msi_vectors(vectors)?,
+        )?;
         let line = interrupts.allocate_intx(address, IntxPin::A)?;
         config.set_interrupt_line(line.irq());
         let queue_evts = (0..queues)
-            .map(|_| EventFd::new(libc::EFD_NONBLOCK).map_err(TransportError::EventFd))
+            .map(|_| EventFd::new(EFD_NONBLOCK).map_err(TransportError::EventFd))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(VirtioPciDevice {
             config,

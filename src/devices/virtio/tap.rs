@@ -6,9 +6,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::net::if_::InterfaceFlags;
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use thiserror::Error;
 
 /// Size of the virtio-net header we exchange with the tap (`virtio_net_hdr_v1`).
@@ -16,18 +20,54 @@ pub const VNET_HDR_LEN: usize = 12;
 
 /// Longest interface name (IFNAMSIZ minus the NUL).
 const MAX_NAME_LEN: usize = 15;
-/// `_IOW('T', 202, int)`.
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-/// `_IOW('T', 208, unsigned int)`.
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-/// `_IOW('T', 216, int)`.
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
-/// tun flag: layer-2 device.
-const IFF_TAP: i16 = 0x0002;
-/// tun flag: no packet information prefix.
-const IFF_NO_PI: i16 = 0x1000;
-/// tun flag: virtio-net header before every frame.
+/// tun flag: virtio-net header before every frame (nix has no name for it).
 const IFF_VNET_HDR: i16 = 0x4000;
+
+/// The tun and interface-flag ioctls, declared through nix's macros. Each is
+/// `unsafe` because the kernel reads (or writes) memory through the argument.
+mod ioctls {
+    use super::IfReqFlags;
+    use nix::sys::ioctl::ioctl_num_type;
+    use std::ffi::{c_int, c_uint};
+    use std::mem::size_of;
+
+    /// `_IOW('T', 202, int)`, though the argument is a `struct ifreq`.
+    pub const TUNSETIFF: ioctl_num_type = nix::request_code_write!(b'T', 202, size_of::<c_int>());
+    /// `_IOW('T', 208, unsigned int)`, though the argument is passed by value.
+    pub const TUNSETOFFLOAD: ioctl_num_type =
+        nix::request_code_write!(b'T', 208, size_of::<c_uint>());
+
+    nix::ioctl_readwrite_bad!(
+        /// TUNSETIFF: the kernel reads the `struct ifreq` and writes it back.
+        tun_set_iff,
+        TUNSETIFF,
+        IfReqFlags
+    );
+    nix::ioctl_write_int_bad!(
+        /// TUNSETOFFLOAD: the `TUN_F_*` flags by value.
+        tun_set_offload,
+        TUNSETOFFLOAD
+    );
+    nix::ioctl_write_ptr!(
+        /// TUNSETVNETHDRSZ, `_IOW('T', 216, int)`.
+        tun_set_vnet_hdr_sz,
+        b'T',
+        216,
+        c_int
+    );
+    nix::ioctl_readwrite_bad!(
+        /// SIOCGIFFLAGS: fills the flags of a `struct ifreq`.
+        get_if_flags,
+        libc::SIOCGIFFLAGS,
+        IfReqFlags
+    );
+    nix::ioctl_write_ptr_bad!(
+        /// SIOCSIFFLAGS: sets the flags of a `struct ifreq`.
+        set_if_flags,
+        libc::SIOCSIFFLAGS,
+        IfReqFlags
+    );
+}
 
 /// Offload flag: the reader accepts frames with partial checksums.
 pub const TUN_F_CSUM: u32 = 0x01;
@@ -117,7 +157,7 @@ impl Tap {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .custom_flags((OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
             .open("/dev/net/tun")
             .map_err(|source| TapError::OpenTun {
                 name: name.to_string(),
@@ -127,15 +167,16 @@ impl Tap {
             file,
             name: name.to_string(),
         };
-        let mut req = IfReqFlags::new(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+        let tap_flags = (InterfaceFlags::IFF_TAP | InterfaceFlags::IFF_NO_PI).bits() as i16;
+        let mut req = IfReqFlags::new(name, tap_flags | IFF_VNET_HDR);
         // SAFETY: TUNSETIFF reads and writes a `struct ifreq`; `req` is one
         // (same size and layout for the name and flags) and outlives the call.
-        let ret = unsafe { libc::ioctl(tap.file.as_raw_fd(), TUNSETIFF, &mut req) };
-        tap.check(ret, "TUNSETIFF")?;
-        let hdr_len = VNET_HDR_LEN as libc::c_int;
+        unsafe { ioctls::tun_set_iff(tap.file.as_raw_fd(), &mut req) }
+            .map_err(tap.ioctl_err("TUNSETIFF"))?;
+        let hdr_len = VNET_HDR_LEN as std::ffi::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
-        let ret = unsafe { libc::ioctl(tap.file.as_raw_fd(), TUNSETVNETHDRSZ, &hdr_len) };
-        tap.check(ret, "TUNSETVNETHDRSZ")?;
+        unsafe { ioctls::tun_set_vnet_hdr_sz(tap.file.as_raw_fd(), &hdr_len) }
+            .map_err(tap.ioctl_err("TUNSETVNETHDRSZ"))?;
         if !existed {
             if let Err(e) = tap.set_up() {
                 log::warn!("created tap {name} but could not bring it up: {e}");
@@ -153,31 +194,29 @@ impl Tap {
     /// kernel may hand us without checksumming or segmenting them first.
     pub fn set_offload(&self, flags: u32) -> Result<(), TapError> {
         // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is shared.
-        let ret = unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                TUNSETOFFLOAD,
-                libc::c_ulong::from(flags),
-            )
-        };
-        self.check(ret, "TUNSETOFFLOAD")
+        unsafe { ioctls::tun_set_offload(self.file.as_raw_fd(), flags as std::ffi::c_int) }
+            .map(drop)
+            .map_err(self.ioctl_err("TUNSETOFFLOAD"))
     }
 
     /// Sets IFF_UP on the interface.
     pub fn set_up(&self) -> Result<(), TapError> {
-        // SAFETY: plain socket(2) call; the result is checked below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        self.check(fd, "socket for SIOCSIFFLAGS")?;
-        // SAFETY: `fd` is a fresh descriptor nothing else owns.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(self.ioctl_err("socket for SIOCSIFFLAGS"))?;
         let mut req = IfReqFlags::new(&self.name, 0);
         // SAFETY: SIOCGIFFLAGS fills the flags of the `struct ifreq` we pass, which outlives the call.
-        let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
-        self.check(ret, "SIOCGIFFLAGS")?;
-        req.flags |= libc::IFF_UP as i16;
+        unsafe { ioctls::get_if_flags(sock.as_raw_fd(), &mut req) }
+            .map_err(self.ioctl_err("SIOCGIFFLAGS"))?;
+        req.flags |= InterfaceFlags::IFF_UP.bits() as i16;
         // SAFETY: SIOCSIFFLAGS reads the `struct ifreq` we pass, which outlives the call.
-        let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
-        self.check(ret, "SIOCSIFFLAGS")
+        unsafe { ioctls::set_if_flags(sock.as_raw_fd(), &req) }
+            .map(drop)
+            .map_err(self.ioctl_err("SIOCSIFFLAGS"))
     }
 
     /// A second descriptor on the same tap (for the worker thread).
@@ -202,16 +241,12 @@ impl Tap {
         (&self.file).write(buf)
     }
 
-    /// Turns a -1 return into an error naming `what`.
-    fn check(&self, ret: libc::c_int, what: &'static str) -> Result<(), TapError> {
-        if ret < 0 {
-            Err(TapError::Ioctl {
-                name: self.name.clone(),
-                what,
-                source: std::io::Error::last_os_error(),
-            })
-        } else {
-            Ok(())
+    /// Turns a failed request's errno into an error naming `what`.
+    fn ioctl_err(&self, what: &'static str) -> impl FnOnce(Errno) -> TapError + '_ {
+        move |errno| TapError::Ioctl {
+            name: self.name.clone(),
+            what,
+            source: errno.into(),
         }
     }
 }
@@ -265,10 +300,16 @@ mod tests {
     }
 
     #[test]
+    fn tun_requests_have_the_kernel_numbers() {
+        assert_eq!(ioctls::TUNSETIFF, 0x4004_54ca);
+        assert_eq!(ioctls::TUNSETOFFLOAD, 0x4004_54d0);
+    }
+
+    #[test]
     fn ifreq_has_the_kernel_layout() {
         assert_eq!(std::mem::size_of::<IfReqFlags>(), 40);
-        let req = IfReqFlags::new("tap0", IFF_TAP);
+        let req = IfReqFlags::new("tap0", IFF_VNET_HDR);
         assert_eq!(&req.name[..5], b"tap0\0");
-        assert_eq!(req.flags, IFF_TAP);
+        assert_eq!(req.flags, IFF_VNET_HDR);
     }
 }

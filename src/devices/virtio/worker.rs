@@ -18,7 +18,7 @@ use log::{debug, warn};
 use thiserror::Error;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::interrupt::VirtioInterrupts;
 use super::net::{RX_QUEUE, TX_QUEUE};
@@ -78,6 +78,44 @@ enum Broken {
         #[source]
         source: ChainError,
     },
+}
+
+/// A queue's work: receive delivers frames from the tap until it is empty or
+/// the guest has no receive buffers left (the frame then waits for the next
+/// notification); transmit sends every frame the guest queued. Both re-arm
+/// notifications when they run out of work.
+#[derive(Clone, Copy)]
+enum Side {
+    /// The receive queue.
+    Receive,
+    /// The transmit queue.
+    Transmit,
+}
+
+impl Side {
+    /// The queue's name in messages.
+    fn name(self) -> &'static str {
+        match self {
+            Side::Receive => "receive",
+            Side::Transmit => "transmit",
+        }
+    }
+
+    /// What makes the queue unusable when virtio-queue refuses its ring.
+    fn broken_ring(self) -> impl Fn(virtio_queue::Error) -> Broken + Copy {
+        move |source| Broken::Ring {
+            queue: self.name(),
+            source,
+        }
+    }
+
+    /// The queue's index.
+    fn index(self) -> usize {
+        match self {
+            Side::Receive => RX_QUEUE,
+            Side::Transmit => TX_QUEUE,
+        }
+    }
 }
 
 /// Everything the worker thread owns.
@@ -148,8 +186,8 @@ impl NetWorker {
             }
         };
         // Work the guest queued before we were listening.
-        self.process_tx();
-        self.process_rx();
+        self.process(Side::Transmit);
+        self.process(Side::Receive);
         let mut events = vec![EpollEvent::default(); 8];
         loop {
             let n = match epoll.wait(-1, &mut events) {
@@ -166,13 +204,13 @@ impl NetWorker {
                     TOKEN_STOP => return,
                     TOKEN_RX => {
                         let _ = self.rx_evt.read();
-                        self.process_rx();
+                        self.process(Side::Receive);
                     }
                     TOKEN_TX => {
                         let _ = self.tx_evt.read();
-                        self.process_tx();
+                        self.process(Side::Transmit);
                     }
-                    TOKEN_TAP => self.process_rx(),
+                    TOKEN_TAP => self.process(Side::Receive),
                     TOKEN_RESAMPLE => {
                         if let Some(evt) = &self.resample {
                             let _ = evt.read();
@@ -212,21 +250,24 @@ impl NetWorker {
         self.irq.mark_broken(&why.to_string());
     }
 
-    /// Delivers frames from the tap until it is empty or the guest has no
-    /// receive buffers left (the frame then waits for the next notification).
-    fn process_rx(&mut self) {
+    /// Runs `side`'s loop (see [`Side`]) unless the guest broke the queues,
+    /// then interrupts the guest if it used buffers and wants to hear of it.
+    fn process(&mut self, side: Side) {
         if self.broken {
             return;
         }
-        match self.rx_loop() {
-            Ok(true) => match self.rx.needs_notification(&self.mem) {
-                Ok(true) => self.irq.signal_queue(RX_QUEUE),
-                Ok(false) => {}
-                Err(source) => self.fail(Broken::Ring {
-                    queue: "receive",
-                    source,
-                }),
-            },
+        let (used, queue) = match side {
+            Side::Receive => (self.rx_loop(), &mut self.rx),
+            Side::Transmit => (self.tx_loop(), &mut self.tx),
+        };
+        let notify = used.and_then(|used| {
+            Ok(used
+                && queue
+                    .needs_notification(&self.mem)
+                    .map_err(side.broken_ring())?)
+        });
+        match notify {
+            Ok(true) => self.irq.signal_queue(side.index()),
             Ok(false) => {}
             Err(why) => self.fail(why),
         }
@@ -234,10 +275,7 @@ impl NetWorker {
 
     /// The receive loop; returns whether any buffer was used.
     fn rx_loop(&mut self) -> Result<bool, Broken> {
-        let ring = |source| Broken::Ring {
-            queue: "receive",
-            source,
-        };
+        let ring = Side::Receive.broken_ring();
         let mut used = false;
         loop {
             let len = match self.rx_pending {
@@ -255,10 +293,7 @@ impl NetWorker {
             };
             self.rx_pending = Some(len);
             let Some(chain) = next_chain(&mut self.rx, &self.mem).map_err(ring)? else {
-                // Out of buffers: ask for a notification, unless some arrived meanwhile.
-                if self.rx.enable_notification(&self.mem).map_err(ring)? {
-                    continue;
-                }
+                // Out of buffers: the frame waits for the next notification.
                 return Ok(used);
             };
             let segments = Segments::collect(chain, true);
@@ -291,37 +326,12 @@ impl NetWorker {
         }
     }
 
-    /// Sends every frame the guest queued, then re-arms notifications.
-    fn process_tx(&mut self) {
-        if self.broken {
-            return;
-        }
-        match self.tx_loop() {
-            Ok(true) => match self.tx.needs_notification(&self.mem) {
-                Ok(true) => self.irq.signal_queue(TX_QUEUE),
-                Ok(false) => {}
-                Err(source) => self.fail(Broken::Ring {
-                    queue: "transmit",
-                    source,
-                }),
-            },
-            Ok(false) => {}
-            Err(why) => self.fail(why),
-        }
-    }
-
     /// The transmit loop; returns whether any chain was used.
     fn tx_loop(&mut self) -> Result<bool, Broken> {
-        let ring = |source| Broken::Ring {
-            queue: "transmit",
-            source,
-        };
+        let ring = Side::Transmit.broken_ring();
         let mut used = false;
         loop {
             let Some(chain) = next_chain(&mut self.tx, &self.mem).map_err(ring)? else {
-                if self.tx.enable_notification(&self.mem).map_err(ring)? {
-                    continue;
-                }
                 return Ok(used);
             };
             let segments = Segments::collect(chain, false);
@@ -348,14 +358,21 @@ impl NetWorker {
     }
 }
 
-/// The next available chain of `queue`, or `None` when the ring is empty.
-/// An available index further ahead than the ring size is an error.
+/// The next chain the guest made available in `queue`; `None` once there is
+/// none and notifications are re-armed (looking again for chains that arrived
+/// meanwhile). An available index further ahead than the ring size is an error.
 fn next_chain<'m>(
     queue: &mut Queue,
     mem: &'m GuestMemory,
 ) -> Result<Option<DescriptorChain<&'m GuestMemory>>, virtio_queue::Error> {
-    let mut iter = queue.iter(mem)?;
-    Ok(iter.next())
+    loop {
+        if let Some(chain) = queue.iter(mem)?.next() {
+            return Ok(Some(chain));
+        }
+        if !queue.enable_notification(mem)? {
+            return Ok(None);
+        }
+    }
 }
 
 /// A running worker thread.
@@ -369,7 +386,7 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Starts `worker` on a thread called `name`.
     pub fn spawn(name: String, worker: NetWorker) -> Result<Self, WorkerError> {
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let stop = EventFd::new(EFD_NONBLOCK)?;
         let thread_stop = stop.try_clone()?;
         let thread = std::thread::Builder::new()
             .name(name)
