@@ -19,17 +19,13 @@ use virtio_bindings::virtio_net::{
 use virtio_queue::QueueT;
 
 use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
-use super::worker::{NetWorker, WorkerHandle};
+use super::worker::{NetWorker, WorkerHandle, RX_QUEUE, TX_QUEUE};
 use super::{ActivateContext, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1};
 
 /// Virtio device type of a network card.
 pub const NET_DEVICE_TYPE: u16 = 1;
 /// Ring size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
-/// Index of the receive queue.
-pub const RX_QUEUE: usize = 0;
-/// Index of the transmit queue.
-pub const TX_QUEUE: usize = 1;
 
 /// Feature bit `bit` as a mask.
 const fn bit(bit: u32) -> u64 {

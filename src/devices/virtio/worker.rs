@@ -21,12 +21,15 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::interrupt::VirtioInterrupts;
-use super::net::{RX_QUEUE, TX_QUEUE};
 use super::queue::{ChainError, Segments};
 use super::tap::{Tap, VNET_HDR_LEN};
 use super::ActivateContext;
 use crate::memory::GuestMemory;
 
+/// Index of the receive queue.
+pub const RX_QUEUE: usize = 0;
+/// Index of the transmit queue.
+pub const TX_QUEUE: usize = 1;
 /// Largest frame with its header: 64 KiB of IP plus Ethernet and VLAN headers.
 pub const MAX_FRAME: usize = VNET_HDR_LEN + 65_550;
 
