@@ -19,7 +19,7 @@ use virtio_bindings::virtio_net::{
 use virtio_queue::QueueT;
 
 use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
-use super::worker::{NetWorker, WorkerHandle, RX_QUEUE, TX_QUEUE};
+use super::worker::{NetWorker, WorkerHandle};
 use super::{ActivateContext, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1};
 
 /// Virtio device type of a network card.
