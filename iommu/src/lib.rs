@@ -8,6 +8,7 @@ pub mod bdf;
 pub mod group;
 pub mod host;
 pub mod pciids;
+pub mod process;
 pub mod size;
 pub mod sysfs;
 pub mod vfio;

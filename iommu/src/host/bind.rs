@@ -14,6 +14,7 @@ use std::fmt;
 
 use crate::bdf::Bdf;
 use crate::group::{is_vfio_driver, GroupError, IommuGroup, VFIO_PCI};
+use crate::process;
 use crate::sysfs::{PciDevice, SysfsError};
 
 use super::kernel::{write, KernelError, WriteFailure};
@@ -412,7 +413,7 @@ pub fn unbind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcom
             });
             continue;
         }
-        let holders = state::holders(&host.sysfs, bdf, device.iommu_group);
+        let holders = process::holders(&host.sysfs, bdf, device.iommu_group);
         if !holders.is_empty() {
             let holders = holders
                 .iter()

@@ -4,10 +4,11 @@
 
 use crate::bdf::Bdf;
 use crate::group::{is_vfio_driver, IommuGroup, MemberState};
+use crate::process;
 use crate::sysfs::{Bar, PciDevice};
 
 use super::check::{CheckOptions, Finding, MmioWindows};
-use super::{state, Host};
+use super::Host;
 use crate::size::format_size;
 
 /// BARs from this size up are called out against the 64-bit window.
@@ -132,7 +133,7 @@ fn group_findings(host: &Host, device: &PciDevice, assigned: &[Bdf]) -> Vec<Find
             "VFIO may refuse the group while that device has a driver; unbind it first",
         ));
     }
-    let holders = state::holders(&host.sysfs, device.bdf, Some(id));
+    let holders = process::holders(&host.sysfs, device.bdf, Some(id));
     if let Some(holder) = holders.first() {
         findings.push(Finding::fail(
             &subject,

@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::process;
 use crate::sysfs::Sysfs;
 
 /// Why loading a kernel module failed.
@@ -55,7 +56,7 @@ pub trait Kernel {
     fn memlock_limit(&self) -> Option<u64>;
 }
 
-/// The running kernel and this process.
+/// The running kernel and this process (its facts come from [`crate::process`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HostKernel;
 
@@ -92,23 +93,11 @@ impl Kernel for HostKernel {
     }
 
     fn euid(&self) -> u32 {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() }
+        process::euid()
     }
 
     fn memlock_limit(&self) -> Option<u64> {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
-        if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-            // getrlimit cannot fail for a valid resource; treat a failure as "no limit
-            // known" rather than inventing one.
-            return None;
-        }
-        Some(limit.rlim_cur)
+        process::memlock_limit()
     }
 }
 

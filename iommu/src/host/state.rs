@@ -1,4 +1,5 @@
-//! What `host bind` remembers for `host unbind`, and who holds a device's VFIO files open.
+//! What `host bind` remembers for `host unbind`, and the lock that keeps two such
+//! commands apart.
 //!
 //! Lock: `STATE_DIR/lock`, held with `flock` for the whole of one `host bind` or
 //! `host unbind`, so two such commands never interleave their sysfs writes.
@@ -6,11 +7,6 @@
 //! State: one file per device, `STATE_DIR/DOMAIN:BUS:DEV.FN.driver`, holding
 //! `driver=NAME` (or `driver=` when the device had no driver). It is written before the
 //! device is touched and removed by `host unbind` or when a bind rolls back.
-//!
-//! In use: a running vfio-vmm holds `/dev/vfio/GROUP` (legacy group API) or
-//! `/dev/vfio/devices/vfioN` (iommufd device API) open for as long as the guest runs.
-//! [`holders`] finds such processes by reading the `ROOT/proc/PID/fd/*` links, which needs
-//! no cooperation from the VMM and cannot go stale the way a lock file can.
 
 use std::fs;
 use std::io;
@@ -19,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::bdf::Bdf;
-use crate::sysfs::Sysfs;
 
 /// Why a state file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -144,61 +139,4 @@ pub fn forget(state_dir: &Path, bdf: Bdf) -> Result<(), StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(StateError::Access { path, source }),
     }
-}
-
-/// A process holding a device's VFIO file open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    /// Process ID.
-    pub pid: u32,
-    /// Its command name (`comm`), or `?` if unreadable.
-    pub command: String,
-    /// The VFIO file it holds open.
-    pub file: String,
-}
-
-/// Processes holding `bdf`'s VFIO group (`/dev/vfio/GROUP`) or VFIO device cdev open.
-/// Processes whose descriptors cannot be read (exited, or another user's when not root)
-/// are skipped.
-pub fn holders(sysfs: &Sysfs, bdf: Bdf, group: Option<u32>) -> Vec<Holder> {
-    let mut files: Vec<String> = group
-        .map(|g| format!("/dev/vfio/{g}"))
-        .into_iter()
-        .collect();
-    if let Ok(cdevs) = sysfs.list_dir(&sysfs.device_dir(bdf).join("vfio-dev")) {
-        files.extend(cdevs.into_iter().map(|c| format!("/dev/vfio/devices/{c}")));
-    }
-    if files.is_empty() {
-        return Vec::new();
-    }
-    let proc_dir = sysfs.path("/proc");
-    let pids: Vec<u32> = match sysfs.list_dir(&proc_dir) {
-        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
-        Err(_) => return Vec::new(),
-    };
-    let mut found = Vec::new();
-    for pid in pids {
-        let fd_dir = proc_dir.join(pid.to_string()).join("fd");
-        let Ok(fds) = fs::read_dir(&fd_dir) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else {
-                continue;
-            };
-            let target = target.to_string_lossy();
-            if let Some(file) = files.iter().find(|f| **f == target) {
-                let command = fs::read_to_string(proc_dir.join(pid.to_string()).join("comm"))
-                    .map(|c| c.trim().to_string())
-                    .unwrap_or_else(|_| "?".to_string());
-                found.push(Holder {
-                    pid,
-                    command,
-                    file: file.clone(),
-                });
-                break;
-            }
-        }
-    }
-    found
 }
