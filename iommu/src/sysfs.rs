@@ -7,7 +7,7 @@
 //! `iommu_group` (symlink to `.../kernel/iommu_groups/N`), `driver_override`,
 //! `resource` (one `0xstart 0xend 0xflags` line per resource), `reset_method`
 //! (kernel >= 5.15) or `reset`, and `config` (PCI config space).
-//! Writes never go through this module: see [`crate::host::kernel::Kernel`].
+//! Writes never go through this module: see [`crate::setup::kernel::Kernel`] (the admin tooling).
 
 use std::fs;
 use std::io;

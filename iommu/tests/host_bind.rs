@@ -5,7 +5,7 @@
 mod common;
 
 use common::{bdfs, FakeHost};
-use iommu::host::bind::{bind, unbind, BindError, Outcome};
+use iommu::setup::bind::{bind, unbind, BindError, Outcome};
 
 #[test]
 fn bind_refuses_a_group_with_members_on_host_drivers_and_names_them() {
@@ -328,7 +328,7 @@ fn unbind_finishes_a_bind_that_was_interrupted_after_the_override() {
     let fake = FakeHost::load("intel-healthy");
     // A bind killed between `driver_override` and `drivers_probe`: no driver, override set,
     // previous driver remembered.
-    iommu::host::state::remember(&fake.state_dir(), common::bdf("04:00.0"), Some("xhci_hcd"))
+    iommu::setup::state::remember(&fake.state_dir(), common::bdf("04:00.0"), Some("xhci_hcd"))
         .unwrap();
     common::tree::unlink_driver(fake.root(), "0000:04:00.0", "xhci_hcd");
     std::fs::write(
@@ -346,7 +346,7 @@ fn unbind_finishes_a_bind_that_was_interrupted_after_the_override() {
 
 #[test]
 fn a_second_bind_or_unbind_waits_for_the_first_and_times_out_with_a_message() {
-    use iommu::host::state::{lock, StateError};
+    use iommu::setup::state::{lock, StateError};
     use std::time::Duration;
     let fake = FakeHost::load("gpu-audio");
     let held = lock(&fake.state_dir(), Duration::ZERO).unwrap();

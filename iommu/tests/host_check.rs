@@ -4,7 +4,7 @@
 mod common;
 
 use common::{bdfs, FakeHost};
-use iommu::host::check::{check, CheckOptions, Level, MmioWindows, Report};
+use iommu::setup::check::{check, CheckOptions, Level, MmioWindows, Report};
 
 fn run(fake: &FakeHost, devices: &[&str], memory: Option<u64>) -> Report {
     let options = CheckOptions {

@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use iommu::host::kernel::{Kernel, KernelError};
+use iommu::setup::kernel::{Kernel, KernelError};
 use iommu::sysfs::Sysfs;
 
 use super::tree;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use iommu::host::Host;
+use iommu::setup::Host;
 use iommu::sysfs::Sysfs;
 use iommu::Bdf;
 
