@@ -1,21 +1,41 @@
 //! `host check BDF...`: the findings about one device to be assigned: that it exists, its
 //! IOMMU group and every other member there, its driver, who holds it open, its reset
-//! methods and its BARs against the guest's MMIO windows.
+//! methods and its BARs against the guest's MMIO windows ([`MmioWindows`]).
 
 use crate::bdf::Bdf;
 use crate::group::{is_vfio_driver, IommuGroup, MemberState};
 use crate::process;
 use crate::sysfs::{Bar, PciDevice};
 
-use super::check::{CheckOptions, Finding, MmioWindows};
+use super::finding::Finding;
 use super::Host;
 use crate::size::format_size;
 
 /// BARs from this size up are called out against the 64-bit window.
 const LARGE_BAR: u64 = 1 << 30;
 
-/// All findings for `bdf`.
-pub fn check_device(host: &Host, bdf: Bdf, options: &CheckOptions) -> Vec<Finding> {
+/// The guest-physical MMIO windows BARs of assigned devices are placed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioWindows {
+    /// Bytes available below 4 GiB for 32-bit BARs.
+    pub below_4g: u64,
+    /// Bytes available above 4 GiB for 64-bit BARs.
+    pub above_4g: u64,
+}
+
+impl Default for MmioWindows {
+    /// 512 MiB below 4 GiB (vfio-vmm's `PCI_MMIO32_SIZE`) and 64 GiB above.
+    fn default() -> Self {
+        MmioWindows {
+            below_4g: 512 << 20,
+            above_4g: 64 << 30,
+        }
+    }
+}
+
+/// All findings for `bdf`, one of the devices `assigned` together, whose BARs must fit
+/// `windows`.
+pub fn check_device(host: &Host, bdf: Bdf, assigned: &[Bdf], windows: MmioWindows) -> Vec<Finding> {
     let sysfs = &host.sysfs;
     let subject = bdf.to_string();
     if !sysfs.device_exists(bdf) {
@@ -38,10 +58,10 @@ pub fn check_device(host: &Host, bdf: Bdf, options: &CheckOptions) -> Vec<Findin
         ));
         return findings;
     }
-    findings.extend(group_findings(host, &device, &options.devices));
+    findings.extend(group_findings(host, &device, assigned));
     findings.push(driver_finding(&device));
     findings.push(reset_finding(host, bdf));
-    findings.push(bar_finding(host, bdf, options.windows));
+    findings.push(bar_finding(host, bdf, windows));
     findings
 }
 

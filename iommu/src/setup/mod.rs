@@ -14,6 +14,7 @@
 pub mod bind;
 pub mod check;
 pub mod device_check;
+pub mod finding;
 pub mod kernel;
 pub mod list;
 pub mod state;
