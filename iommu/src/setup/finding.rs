@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use crate::sysfs::SysfsError;
-
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -82,7 +80,7 @@ impl Finding {
     }
 
     /// A file that could not be read, as a failure.
-    pub fn unreadable(subject: impl Into<String>, err: &SysfsError) -> Self {
+    pub fn unreadable(subject: impl Into<String>, err: &impl fmt::Display) -> Self {
         Finding::fail(
             subject,
             err.to_string(),
