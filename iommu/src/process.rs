@@ -10,29 +10,23 @@
 use std::fs;
 use std::path::Path;
 
+use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+use nix::unistd::geteuid;
+
 use crate::bdf::Bdf;
 use crate::sysfs::Sysfs;
 
 /// Effective user ID of this process.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    geteuid().as_raw()
 }
 
 /// Soft RLIMIT_MEMLOCK of this process in bytes; `None` when unlimited.
 pub fn memlock_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
-    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-        // getrlimit cannot fail for a valid resource; treat a failure as "no limit
-        // known" rather than inventing one.
-        return None;
-    }
-    Some(limit.rlim_cur)
+    // getrlimit cannot fail for a valid resource; treat a failure as "no limit known"
+    // rather than inventing one.
+    let (soft, _hard) = getrlimit(Resource::RLIMIT_MEMLOCK).ok()?;
+    (soft != RLIM_INFINITY).then_some(soft)
 }
 
 /// A process holding a device's VFIO file open.

@@ -9,6 +9,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nix::errno::Errno;
+
 use crate::process;
 use crate::sysfs::Sysfs;
 
@@ -157,24 +159,24 @@ pub fn write(kernel: &dyn Kernel, path: &Path, value: &str) -> Result<(), WriteF
 
 /// Symbolic name of the errnos sysfs writes return.
 pub fn errno_name(errno: i32) -> Option<&'static str> {
-    let name = match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::ENODEV => "ENODEV",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSPC => "ENOSPC",
-        libc::EROFS => "EROFS",
-        libc::ENOSYS => "ENOSYS",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::ETIMEDOUT => "ETIMEDOUT",
+    let name = match Errno::from_raw(errno) {
+        Errno::EPERM => "EPERM",
+        Errno::ENOENT => "ENOENT",
+        Errno::EIO => "EIO",
+        Errno::ENXIO => "ENXIO",
+        Errno::EAGAIN => "EAGAIN",
+        Errno::ENOMEM => "ENOMEM",
+        Errno::EACCES => "EACCES",
+        Errno::EFAULT => "EFAULT",
+        Errno::EBUSY => "EBUSY",
+        Errno::EEXIST => "EEXIST",
+        Errno::ENODEV => "ENODEV",
+        Errno::EINVAL => "EINVAL",
+        Errno::ENOSPC => "ENOSPC",
+        Errno::EROFS => "EROFS",
+        Errno::ENOSYS => "ENOSYS",
+        Errno::EOPNOTSUPP => "EOPNOTSUPP",
+        Errno::ETIMEDOUT => "ETIMEDOUT",
         _ => return None,
     };
     Some(name)

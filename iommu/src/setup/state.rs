@@ -10,9 +10,11 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::bdf::Bdf;
 
@@ -57,10 +59,11 @@ fn create_state_dir(state_dir: &Path) -> Result<(), StateError> {
     })
 }
 
-/// Exclusive hold on the state directory; released when dropped (the file closes).
+/// Exclusive hold on the state directory; released when dropped (the file unlocks and
+/// closes).
 #[derive(Debug)]
 pub struct StateLock {
-    _file: fs::File,
+    _lock: Flock<fs::File>,
 }
 
 /// Takes the state directory's lock, waiting up to `wait` for another command to
@@ -68,7 +71,7 @@ pub struct StateLock {
 pub fn lock(state_dir: &Path, wait: Duration) -> Result<StateLock, StateError> {
     create_state_dir(state_dir)?;
     let path = state_dir.join("lock");
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
@@ -79,14 +82,16 @@ pub fn lock(state_dir: &Path, wait: Duration) -> Result<StateLock, StateError> {
         })?;
     let deadline = Instant::now() + wait;
     loop {
-        // SAFETY: flock on a descriptor this function owns; it touches no memory.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(StateLock { _file: file });
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::WouldBlock {
-            return Err(StateError::Access { path, source: err });
-        }
+        file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(StateLock { _lock: lock }),
+            Err((file, Errno::EWOULDBLOCK)) => file,
+            Err((_, errno)) => {
+                return Err(StateError::Access {
+                    path,
+                    source: errno.into(),
+                })
+            }
+        };
         if Instant::now() >= deadline {
             return Err(StateError::Busy { path });
         }
