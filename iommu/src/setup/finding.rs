@@ -41,14 +41,18 @@ pub struct Finding {
 }
 
 impl Finding {
+    fn new(level: Level, subject: String, message: String, fix: Option<String>) -> Self {
+        Finding {
+            level,
+            subject,
+            message,
+            fix,
+        }
+    }
+
     /// A finding without a fix.
     pub fn ok(subject: impl Into<String>, message: impl Into<String>) -> Self {
-        Finding {
-            level: Level::Ok,
-            subject: subject.into(),
-            message: message.into(),
-            fix: None,
-        }
+        Finding::new(Level::Ok, subject.into(), message.into(), None)
     }
 
     /// A warning and what to do about it.
@@ -57,12 +61,12 @@ impl Finding {
         message: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Finding {
-            level: Level::Warn,
-            subject: subject.into(),
-            message: message.into(),
-            fix: Some(fix.into()),
-        }
+        Finding::new(
+            Level::Warn,
+            subject.into(),
+            message.into(),
+            Some(fix.into()),
+        )
     }
 
     /// A failure and its fix.
@@ -71,12 +75,12 @@ impl Finding {
         message: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Finding {
-            level: Level::Fail,
-            subject: subject.into(),
-            message: message.into(),
-            fix: Some(fix.into()),
-        }
+        Finding::new(
+            Level::Fail,
+            subject.into(),
+            message.into(),
+            Some(fix.into()),
+        )
     }
 
     /// A file that could not be read, as a failure.
