@@ -11,11 +11,11 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use iommu::host::bind::{bind, unbind, BindError, Outcome};
-use iommu::host::check::{check, CheckOptions};
-use iommu::host::list::list;
-use iommu::host::Host;
 use iommu::pciids::PciNames;
+use iommu::setup::bind::{bind, unbind, BindError, Outcome};
+use iommu::setup::check::{check, CheckOptions};
+use iommu::setup::list::list;
+use iommu::setup::Host;
 use iommu::size::{parse_size, SizeError};
 use iommu::Bdf;
 

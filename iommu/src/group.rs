@@ -154,12 +154,5 @@ impl IommuGroup {
 
 /// Every IOMMU group number on the host, ascending.
 pub fn group_ids(sysfs: &Sysfs) -> Result<Vec<u32>, SysfsError> {
-    let dir = sysfs.path("/sys/kernel/iommu_groups");
-    let mut ids: Vec<u32> = sysfs
-        .list_dir(&dir)?
-        .iter()
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
+    sysfs.list_parsed(&sysfs.path("/sys/kernel/iommu_groups"))
 }

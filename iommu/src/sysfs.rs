@@ -7,11 +7,12 @@
 //! `iommu_group` (symlink to `.../kernel/iommu_groups/N`), `driver_override`,
 //! `resource` (one `0xstart 0xend 0xflags` line per resource), `reset_method`
 //! (kernel >= 5.15) or `reset`, and `config` (PCI config space).
-//! Writes never go through this module: see [`crate::host::kernel::Kernel`].
+//! Writes never go through this module: see [`crate::setup::kernel::Kernel`] (the admin tooling).
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use crate::bdf::Bdf;
 
@@ -203,17 +204,22 @@ impl Sysfs {
         }
     }
 
-    /// Every PCI device on the host, sorted by address. Entries that are not PCI addresses
-    /// are skipped.
-    pub fn pci_devices(&self) -> Result<Vec<Bdf>, SysfsError> {
-        let dir = self.path("/sys/bus/pci/devices");
-        let mut all: Vec<Bdf> = self
-            .list_dir(&dir)?
+    /// The entries of a directory that parse as `T` (device addresses, group numbers),
+    /// sorted; others are skipped. A missing directory reads as empty.
+    pub fn list_parsed<T: FromStr + Ord>(&self, dir: &Path) -> Result<Vec<T>, SysfsError> {
+        let mut all: Vec<T> = self
+            .list_dir(dir)?
             .iter()
             .filter_map(|name| name.parse().ok())
             .collect();
         all.sort();
         Ok(all)
+    }
+
+    /// Every PCI device on the host, sorted by address. Entries that are not PCI addresses
+    /// are skipped.
+    pub fn pci_devices(&self) -> Result<Vec<Bdf>, SysfsError> {
+        self.list_parsed(&self.path("/sys/bus/pci/devices"))
     }
 
     /// Name of the driver the device is bound to, if any.

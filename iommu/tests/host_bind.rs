@@ -5,7 +5,8 @@
 mod common;
 
 use common::{bdfs, FakeHost};
-use iommu::host::bind::{bind, unbind, BindError, Outcome};
+use iommu::setup::bind::{bind, unbind, BindError, Outcome};
+use nix::errno::Errno;
 
 #[test]
 fn bind_refuses_a_group_with_members_on_host_drivers_and_names_them() {
@@ -161,7 +162,7 @@ fn device_without_a_group_is_refused_with_the_iommu_hint() {
 #[test]
 fn failure_on_the_second_device_rolls_the_first_back_to_its_driver() {
     let fake = FakeHost::load("gpu-audio");
-    fake.fail_write("drivers_probe", "0000:01:00.1", libc::EBUSY, None);
+    fake.fail_write("drivers_probe", "0000:01:00.1", Errno::EBUSY, None);
     let err = bind(&fake.host(), &bdfs(&["01:00.0"]), true).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("writing \"0000:01:00.1\" to"), "{text}");
@@ -193,7 +194,12 @@ fn failure_on_the_second_device_rolls_the_first_back_to_its_driver() {
 #[test]
 fn bind_refused_by_the_kernel_on_unbind_leaves_the_device_on_its_driver() {
     let fake = FakeHost::load("intel-healthy");
-    fake.fail_write("drivers/xhci_hcd/unbind", "0000:04:00.0", libc::EPERM, None);
+    fake.fail_write(
+        "drivers/xhci_hcd/unbind",
+        "0000:04:00.0",
+        Errno::EPERM,
+        None,
+    );
     let err = bind(&fake.host(), &bdfs(&["04:00.0"]), false).unwrap_err();
     assert!(err.to_string().contains("EPERM"), "{err}");
     assert_eq!(fake.driver("0000:04:00.0").as_deref(), Some("xhci_hcd"));
@@ -276,7 +282,7 @@ fn unbind_rolls_back_to_vfio_pci_when_the_old_driver_refuses_the_device() {
     fake.fail_write(
         "drivers/snd_hda_intel/bind",
         "0000:01:00.1",
-        libc::ENODEV,
+        Errno::ENODEV,
         None,
     );
     let err = unbind(&fake.host(), &bdfs(&["01:00.0", "01:00.1"]), false).unwrap_err();
@@ -295,8 +301,8 @@ fn unbind_rolls_back_to_vfio_pci_when_the_old_driver_refuses_the_device() {
 #[test]
 fn failed_rollback_is_reported_with_what_to_do() {
     let fake = FakeHost::load("intel-healthy");
-    fake.fail_write("drivers_probe", "0000:04:00.0", libc::EIO, None);
-    fake.fail_write("drivers/xhci_hcd/bind", "0000:04:00.0", libc::EIO, None);
+    fake.fail_write("drivers_probe", "0000:04:00.0", Errno::EIO, None);
+    fake.fail_write("drivers/xhci_hcd/bind", "0000:04:00.0", Errno::EIO, None);
     let err = bind(&fake.host(), &bdfs(&["04:00.0"]), false).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("Rollback FAILED for 0000:04:00.0"), "{text}");
@@ -328,7 +334,7 @@ fn unbind_finishes_a_bind_that_was_interrupted_after_the_override() {
     let fake = FakeHost::load("intel-healthy");
     // A bind killed between `driver_override` and `drivers_probe`: no driver, override set,
     // previous driver remembered.
-    iommu::host::state::remember(&fake.state_dir(), common::bdf("04:00.0"), Some("xhci_hcd"))
+    iommu::setup::state::remember(&fake.state_dir(), common::bdf("04:00.0"), Some("xhci_hcd"))
         .unwrap();
     common::tree::unlink_driver(fake.root(), "0000:04:00.0", "xhci_hcd");
     std::fs::write(
@@ -346,7 +352,7 @@ fn unbind_finishes_a_bind_that_was_interrupted_after_the_override() {
 
 #[test]
 fn a_second_bind_or_unbind_waits_for_the_first_and_times_out_with_a_message() {
-    use iommu::host::state::{lock, StateError};
+    use iommu::setup::state::{lock, StateError};
     use std::time::Duration;
     let fake = FakeHost::load("gpu-audio");
     let held = lock(&fake.state_dir(), Duration::ZERO).unwrap();

@@ -4,7 +4,9 @@
 mod common;
 
 use common::{bdfs, FakeHost};
-use iommu::host::check::{check, CheckOptions, Level, MmioWindows, Report};
+use iommu::setup::check::{check, CheckOptions};
+use iommu::setup::device_check::MmioWindows;
+use iommu::setup::finding::{Level, Report};
 
 fn run(fake: &FakeHost, devices: &[&str], memory: Option<u64>) -> Report {
     let options = CheckOptions {

@@ -4,8 +4,8 @@ mod common;
 
 use common::tree::fixture_path;
 use common::FakeHost;
-use iommu::host::list::list;
 use iommu::pciids::PciNames;
+use iommu::setup::list::list;
 use iommu::sysfs::Sysfs;
 
 fn names() -> PciNames {

@@ -5,12 +5,12 @@
 //! address, remembered so it can be unmapped at exit.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
 use kvm_ioctls::VmFd;
 use log::warn;
+use nix::errno::Errno;
 use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd, VfioError, VfioOps};
 
 use crate::size::format_size;
@@ -95,6 +95,11 @@ pub enum ContainerError {
     },
 }
 
+/// The errno of a system call's error, if it has one.
+fn errno(err: &io::Error) -> Option<Errno> {
+    err.raw_os_error().map(Errno::from_raw)
+}
+
 /// The VM's VFIO container.
 pub struct Container {
     /// The crate's container (holds the groups and the KVM device).
@@ -130,14 +135,14 @@ impl Container {
         let group = planned.group;
         let ops: Arc<dyn VfioOps> = self.inner.clone();
         let device = VfioDevice::new(&planned.sysfs_path, ops, false).map_err(|e| match e {
-            VfioError::OpenGroup(ref io, _) if io.raw_os_error() == Some(libc::EBUSY) => {
+            VfioError::OpenGroup(ref io, _) if errno(io) == Some(Errno::EBUSY) => {
                 ContainerError::GroupBusy {
                     bdf: bdf.clone(),
                     group,
                 }
             }
             VfioError::OpenGroup(ref io, _)
-                if matches!(io.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) =>
+                if matches!(errno(io), Some(Errno::EACCES | Errno::EPERM)) =>
             {
                 ContainerError::GroupAccess {
                     bdf: bdf.clone(),
@@ -160,7 +165,7 @@ impl Container {
     /// limit). Only meaningful once a device is open (the IOMMU type is set
     /// with the first group).
     pub fn iova_ranges(&self) -> Result<Option<Vec<IovaRange>>, ContainerError> {
-        let reply = ioctl::iommu_info(self.inner.as_raw_fd()).map_err(ContainerError::Info)?;
+        let reply = ioctl::iommu_info(&*self.inner).map_err(ContainerError::Info)?;
         Ok(parse_iommu_info(&reply)?)
     }
 

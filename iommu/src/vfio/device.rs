@@ -4,10 +4,16 @@
 //! and the release at exit (interrupts off, then reset). Thin: the logic
 //! that uses it lives in the pci crate's `vfio` module.
 
+use std::ffi::c_void;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
 
 use log::debug;
+use nix::errno::Errno;
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::sys::uio::{pread, pwrite};
 use vfio_bindings::bindings::vfio::{
     VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX,
     VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
@@ -103,7 +109,7 @@ pub struct RegionDesc {
 #[derive(Debug)]
 pub struct RegionMmap {
     /// Start of the mapping.
-    addr: *mut libc::c_void,
+    addr: NonNull<c_void>,
     /// Length in bytes.
     size: usize,
 }
@@ -118,7 +124,7 @@ unsafe impl Sync for RegionMmap {}
 impl RegionMmap {
     /// Host virtual address.
     pub fn addr(&self) -> u64 {
-        self.addr as u64
+        self.addr.as_ptr() as u64
     }
 
     /// Length in bytes.
@@ -130,11 +136,8 @@ impl RegionMmap {
 impl Drop for RegionMmap {
     fn drop(&mut self) {
         // SAFETY: `addr`/`size` are exactly a mapping this value created and owns.
-        if unsafe { libc::munmap(self.addr, self.size) } != 0 {
-            debug!(
-                "munmap of a BAR mapping failed: {}",
-                io::Error::last_os_error()
-            );
+        if let Err(errno) = unsafe { munmap(self.addr, self.size) } {
+            debug!("munmap of a BAR mapping failed: {}", io::Error::from(errno));
         }
     }
 }
@@ -185,8 +188,19 @@ impl DeviceHandle {
         Some(desc)
     }
 
-    /// File offset of `[offset, offset + len)` of region `index`, checked.
-    fn file_offset(&self, access: Access, len: usize) -> Result<(RegionDesc, u64), DeviceError> {
+    /// The device file, borrowed for as long as `self` is.
+    fn file(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor is `self.device`'s, which keeps it open while `self` lives.
+        unsafe { BorrowedFd::borrow_raw(self.device.as_raw_fd()) }
+    }
+
+    /// File offset of `[offset, offset + len)` of region `index`, checked, in the type the
+    /// system calls take.
+    fn file_offset<T: TryFrom<u64>>(
+        &self,
+        access: Access,
+        len: usize,
+    ) -> Result<(RegionDesc, T), DeviceError> {
         let Access { index, offset, .. } = access;
         let err =
             |msg: String| self.io_error(access, io::Error::new(io::ErrorKind::InvalidInput, msg));
@@ -201,6 +215,7 @@ impl DeviceHandle {
             )));
         }
         let at = region.offset + offset;
+        let at = T::try_from(at).map_err(|_| err(format!("file offset {at:#x} is too large")))?;
         Ok((region, at))
     }
 
@@ -217,43 +232,30 @@ impl DeviceHandle {
     pub fn read(&self, index: u32, offset: u64, data: &mut [u8]) -> Result<(), DeviceError> {
         let access = Access::new("read", index, offset);
         let (_, at) = self.file_offset(access, data.len())?;
-        // SAFETY: `data` is writable for `data.len()` bytes for the whole
-        // call, and the descriptor is the device this handle owns.
-        let n = unsafe {
-            libc::pread(
-                self.device.as_raw_fd(),
-                data.as_mut_ptr().cast(),
-                data.len(),
-                at as libc::off_t,
-            )
-        };
-        self.complete(n, data.len(), access)
+        let want = data.len();
+        self.complete(pread(self.file(), data, at), want, access)
     }
 
     /// Writes region `index` at `offset` (pwrite on the device file).
     pub fn write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
         let access = Access::new("write", index, offset);
         let (_, at) = self.file_offset(access, data.len())?;
-        // SAFETY: `data` is readable for `data.len()` bytes for the whole call.
-        let n = unsafe {
-            libc::pwrite(
-                self.device.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                at as libc::off_t,
-            )
-        };
-        self.complete(n, data.len(), access)
+        self.complete(pwrite(self.file(), data, at), data.len(), access)
     }
 
     /// Turns a pread/pwrite result into an error unless all bytes moved.
-    fn complete(&self, n: isize, want: usize, access: Access) -> Result<(), DeviceError> {
-        let source = if n < 0 {
-            io::Error::last_os_error()
-        } else if n as usize != want {
-            io::Error::new(io::ErrorKind::UnexpectedEof, format!("{n} of {want} bytes"))
-        } else {
-            return Ok(());
+    fn complete(
+        &self,
+        moved: nix::Result<usize>,
+        want: usize,
+        access: Access,
+    ) -> Result<(), DeviceError> {
+        let source = match moved {
+            Err(errno) => io::Error::from(errno),
+            Ok(n) if n != want => {
+                io::Error::new(io::ErrorKind::UnexpectedEof, format!("{n} of {want} bytes"))
+            }
+            Ok(_) => return Ok(()),
         };
         Err(self.io_error(access, source))
     }
@@ -270,21 +272,22 @@ impl DeviceHandle {
             let why = "the kernel does not allow mmap of this region";
             return Err(self.io_error(access, io::Error::new(io::ErrorKind::Unsupported, why)));
         }
+        // An empty mapping is refused by mmap(2) itself with EINVAL.
+        let length = NonZeroUsize::new(len)
+            .ok_or_else(|| self.io_error(access, io::Error::from(Errno::EINVAL)))?;
         // SAFETY: a new shared mapping chosen by the kernel (no fixed
         // address), of the device's region; nothing else refers to it.
         let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.device.as_raw_fd(),
-                at as libc::off_t,
+            mmap(
+                None,
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                self.file(),
+                at,
             )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(self.io_error(access, io::Error::last_os_error()));
         }
+        .map_err(|errno| self.io_error(access, errno.into()))?;
         Ok(RegionMmap { addr, size: len })
     }
 
@@ -328,7 +331,7 @@ impl DeviceHandle {
 
     /// Resets the device; `Ok(false)` when it has no reset mechanism.
     pub fn reset(&self) -> Result<bool, DeviceError> {
-        let fd = self.device.as_raw_fd();
+        let fd = &self.device;
         let io = |op: &str, source| DeviceError::Io {
             bdf: self.bdf,
             op: op.to_string(),

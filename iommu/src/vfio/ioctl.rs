@@ -5,7 +5,7 @@
 //! reset mechanism nor whether the reset worked).
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::AsRawFd;
 
 use vfio_bindings::bindings::vfio::{
     vfio_device_info, vfio_iommu_type1_info, VFIO_BASE, VFIO_DEVICE_FLAGS_RESET, VFIO_TYPE,
@@ -28,7 +28,7 @@ fn check(rc: i32) -> io::Result<()> {
 
 /// Runs VFIO_IOMMU_GET_INFO on container `fd` and returns the raw reply
 /// (header plus capability chain) for [`crate::vfio::iova::parse_iommu_info`].
-pub fn iommu_info(fd: RawFd) -> io::Result<Vec<u8>> {
+pub fn iommu_info(fd: &impl AsRawFd) -> io::Result<Vec<u8>> {
     let header_size = std::mem::size_of::<vfio_iommu_type1_info>();
     let mut info = vfio_iommu_type1_info {
         argsz: header_size as u32,
@@ -36,7 +36,7 @@ pub fn iommu_info(fd: RawFd) -> io::Result<Vec<u8>> {
     };
     // SAFETY: `fd` is a VFIO container and `info` is a valid, writable
     // vfio_iommu_type1_info whose argsz covers exactly that struct.
-    check(unsafe { ioctl_with_mut_ref(&fd_wrapper(fd), VFIO_IOMMU_GET_INFO(), &mut info) })?;
+    check(unsafe { ioctl_with_mut_ref(fd, VFIO_IOMMU_GET_INFO(), &mut info) })?;
     let full = (info.argsz as usize).max(header_size);
     // u64 elements keep the buffer aligned for the kernel's u64 fields.
     let mut buf = vec![0u64; full.div_ceil(8)];
@@ -46,35 +46,24 @@ pub fn iommu_info(fd: RawFd) -> io::Result<Vec<u8>> {
     buf[0] = u64::from_ne_bytes([argsz[0], argsz[1], argsz[2], argsz[3], 0, 0, 0, 0]);
     // SAFETY: `buf` is writable for `bytes` bytes, at least the argsz
     // written at its start, and outlives the call.
-    check(unsafe { ioctl_with_mut_ptr(&fd_wrapper(fd), VFIO_IOMMU_GET_INFO(), buf.as_mut_ptr()) })?;
+    check(unsafe { ioctl_with_mut_ptr(fd, VFIO_IOMMU_GET_INFO(), buf.as_mut_ptr()) })?;
     Ok(buf.iter().flat_map(|w| w.to_ne_bytes()).collect())
 }
 
 /// Whether the device behind `fd` has a reset mechanism (VFIO_DEVICE_FLAGS_RESET).
-pub fn device_can_reset(fd: RawFd) -> io::Result<bool> {
+pub fn device_can_reset(fd: &impl AsRawFd) -> io::Result<bool> {
     let mut info = vfio_device_info {
         argsz: std::mem::size_of::<vfio_device_info>() as u32,
         ..Default::default()
     };
     // SAFETY: `fd` is a VFIO device and `info` a valid, writable
     // vfio_device_info with argsz set to its size.
-    check(unsafe { ioctl_with_mut_ref(&fd_wrapper(fd), VFIO_DEVICE_GET_INFO(), &mut info) })?;
+    check(unsafe { ioctl_with_mut_ref(fd, VFIO_DEVICE_GET_INFO(), &mut info) })?;
     Ok(info.flags & VFIO_DEVICE_FLAGS_RESET != 0)
 }
 
 /// Resets the device behind `fd`.
-pub fn device_reset(fd: RawFd) -> io::Result<()> {
+pub fn device_reset(fd: &impl AsRawFd) -> io::Result<()> {
     // SAFETY: VFIO_DEVICE_RESET takes no argument and only acts on the device behind `fd`.
-    check(unsafe { ioctl(&fd_wrapper(fd), VFIO_DEVICE_RESET()) })
-}
-
-/// Borrows a raw descriptor for the ioctl helpers, which take `&impl AsRawFd`.
-fn fd_wrapper(fd: RawFd) -> impl std::os::fd::AsRawFd {
-    struct Fd(RawFd);
-    impl std::os::fd::AsRawFd for Fd {
-        fn as_raw_fd(&self) -> RawFd {
-            self.0
-        }
-    }
-    Fd(fd)
+    check(unsafe { ioctl(fd, VFIO_DEVICE_RESET()) })
 }

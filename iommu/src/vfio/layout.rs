@@ -144,13 +144,25 @@ fn usable(space: &[IovaRange], forbidden: &[(IovaRange, String)]) -> Vec<IovaRan
     out
 }
 
+/// Ranges the layout must avoid, with why.
+type Forbidden = [(IovaRange, String)];
+
 /// Places RAM and the 64-bit window (see the module doc).
 pub fn plan(
     constraints: &IovaConstraints,
     req: &LayoutRequest,
 ) -> Result<GuestLayout, LayoutError> {
     let forbidden = constraints.forbidden();
-    for (name, start, size) in &req.fixed {
+    check_fixed(&forbidden, &req.fixed)?;
+    let ram = place_ram(&forbidden, req)?;
+    let ram_end = ram.last().map_or(0, |(s, n)| s + n);
+    let mmio64_base = place_mmio64(&forbidden, req, ram_end)?;
+    Ok(GuestLayout { ram, mmio64_base })
+}
+
+/// Refuses a fixed window `(name, start, size)` that overlaps a forbidden range.
+fn check_fixed(forbidden: &Forbidden, fixed: &[(String, u64, u64)]) -> Result<(), LayoutError> {
+    for (name, start, size) in fixed {
         if let Some((range, why)) = forbidden.iter().find(|(r, _)| r.overlaps(*start, *size)) {
             return Err(LayoutError::FixedWindow {
                 name: name.clone(),
@@ -161,6 +173,12 @@ pub fn plan(
             });
         }
     }
+    Ok(())
+}
+
+/// RAM regions, granule-aligned, in the usable parts of `[0, low limit)` and from the
+/// high RAM start up; refuses when the start of RAM is unusable or RAM does not fit.
+fn place_ram(forbidden: &Forbidden, req: &LayoutRequest) -> Result<Vec<(u64, u64)>, LayoutError> {
     let space = [
         IovaRange {
             start: 0,
@@ -173,7 +191,7 @@ pub fn plan(
     ];
     let mut ram = Vec::new();
     let mut left = req.ram_size;
-    for r in usable(&space, &forbidden) {
+    for r in usable(&space, forbidden) {
         if left == 0 {
             break;
         }
@@ -185,38 +203,57 @@ pub fn plan(
             left -= take;
         }
     }
-    let needed = req.min_low_ram.min(req.ram_size);
-    if ram.first().is_none_or(|(s, n)| *s != 0 || *n < needed) {
-        let (forbidden, why) = forbidden
-            .iter()
-            .find(|(r, _)| r.overlaps(0, needed))
-            .cloned()
-            .unwrap_or((
-                IovaRange {
-                    start: 0,
-                    end: needed.saturating_sub(1),
-                },
-                "unusable".to_string(),
-            ));
-        return Err(LayoutError::LowRam {
-            needed,
-            forbidden,
-            why,
-        });
-    }
+    check_low_ram(forbidden, req, &ram)?;
     if left > 0 {
         return Err(LayoutError::NoRoom {
             placed: req.ram_size - left,
             wanted: req.ram_size,
         });
     }
-    let ram_end = ram.last().map_or(0, |(s, n)| s + n);
+    Ok(ram)
+}
+
+/// Refuses a layout whose first RAM region does not cover the bytes needed from address 0.
+fn check_low_ram(
+    forbidden: &Forbidden,
+    req: &LayoutRequest,
+    ram: &[(u64, u64)],
+) -> Result<(), LayoutError> {
+    let needed = req.min_low_ram.min(req.ram_size);
+    if ram.first().is_some_and(|(s, n)| *s == 0 && *n >= needed) {
+        return Ok(());
+    }
+    let (forbidden, why) = forbidden
+        .iter()
+        .find(|(r, _)| r.overlaps(0, needed))
+        .cloned()
+        .unwrap_or((
+            IovaRange {
+                start: 0,
+                end: needed.saturating_sub(1),
+            },
+            "unusable".to_string(),
+        ));
+    Err(LayoutError::LowRam {
+        needed,
+        forbidden,
+        why,
+    })
+}
+
+/// Base of the 64-bit PCI window: the first aligned, usable place above RAM and the
+/// high RAM start.
+fn place_mmio64(
+    forbidden: &Forbidden,
+    req: &LayoutRequest,
+    ram_end: u64,
+) -> Result<u64, LayoutError> {
     let floor = align_up(ram_end.max(req.high_ram_start), req.mmio64_align);
     let window = [IovaRange {
         start: floor,
         end: u64::MAX,
     }];
-    let mmio64_base = usable(&window, &forbidden)
+    usable(&window, forbidden)
         .into_iter()
         .find_map(|r| {
             let base = align_up(r.start, req.mmio64_align);
@@ -226,6 +263,5 @@ pub fn plan(
         .ok_or(LayoutError::NoMmio64 {
             size: req.mmio64_size,
             ram_end,
-        })?;
-    Ok(GuestLayout { ram, mmio64_base })
+        })
 }

@@ -3,7 +3,7 @@
 //! and fails the mapping half way otherwise; checking first gives a clear
 //! error before the guest starts.
 
-use crate::host::kernel::{HostKernel, Kernel};
+use crate::process::memlock_limit;
 use crate::size::format_size;
 
 /// CAP_IPC_LOCK's bit in the capability sets.
@@ -49,7 +49,7 @@ pub fn status_has_ipc_lock(status: &str) -> bool {
 pub fn check(needed: u64) -> Result<(), MemlockError> {
     let ipc_lock =
         std::fs::read_to_string("/proc/self/status").is_ok_and(|s| status_has_ipc_lock(&s));
-    evaluate(needed, HostKernel.memlock_limit(), ipc_lock)
+    evaluate(needed, memlock_limit(), ipc_lock)
 }
 
 #[cfg(test)]

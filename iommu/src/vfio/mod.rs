@@ -1,5 +1,5 @@
 //! VFIO for the VMM: everything between "the user named a PCI device" and
-//! "the guest may DMA to its RAM". Checks from sysfs first ([`preflight`],
+//! "the guest may DMA to its RAM". Checks from sysfs first ([`preflight`](mod@preflight),
 //! [`memlock`]), then one container per VM registered with KVM's VFIO
 //! pseudo-device ([`container`]), device handles ([`device`]), the IOMMU's
 //! address limits ([`iova`]) and a guest layout that respects them

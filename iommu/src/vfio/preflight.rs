@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::bdf::Bdf;
 use crate::group::{group_ids, is_vfio_driver, GroupError, IommuGroup};
-use crate::host::state::holders;
+use crate::process::holders;
 use crate::sysfs::{Sysfs, SysfsError};
 
 /// A device that cannot be assigned.

@@ -10,8 +10,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use iommu::host::kernel::{Kernel, KernelError};
+use iommu::setup::kernel::{Kernel, KernelError};
 use iommu::sysfs::Sysfs;
+use nix::errno::Errno;
 
 use super::tree;
 
@@ -20,7 +21,7 @@ use super::tree;
 pub struct FailRule {
     pub path_suffix: String,
     pub value: String,
-    pub errno: i32,
+    pub errno: Errno,
     pub times: Option<u32>,
 }
 
@@ -41,8 +42,8 @@ pub struct State {
 #[derive(Clone)]
 pub struct FakeKernel(pub Rc<RefCell<State>>);
 
-fn err(errno: i32) -> io::Error {
-    io::Error::from_raw_os_error(errno)
+fn err(errno: Errno) -> io::Error {
+    io::Error::from(errno)
 }
 
 impl State {
@@ -70,10 +71,10 @@ impl State {
     /// another driver (ENODEV).
     fn attach(&self, bdf: &str, driver: &str) -> io::Result<()> {
         if self.driver_of(bdf).is_some() {
-            return Err(err(libc::EBUSY));
+            return Err(err(Errno::EBUSY));
         }
         if self.override_of(bdf).is_some_and(|o| o != driver) || !self.driver_registered(driver) {
-            return Err(err(libc::ENODEV));
+            return Err(err(Errno::ENODEV));
         }
         tree::link_driver(&self.root, bdf, driver);
         Ok(())
@@ -98,7 +99,7 @@ impl State {
         }
         if rel == "sys/bus/pci/drivers_probe" {
             if !self.device_dir(bdf).exists() {
-                return Err(err(libc::ENODEV));
+                return Err(err(Errno::ENODEV));
             }
             if self.driver_of(bdf).is_some() {
                 return Ok(());
@@ -112,18 +113,18 @@ impl State {
             return Ok(());
         }
         if let Some(rest) = rel.strip_prefix("sys/bus/pci/drivers/") {
-            let (driver, action) = rest.split_once('/').ok_or_else(|| err(libc::EINVAL))?;
+            let (driver, action) = rest.split_once('/').ok_or_else(|| err(Errno::EINVAL))?;
             return match action {
                 "unbind" if self.driver_of(bdf).as_deref() == Some(driver) => {
                     tree::unlink_driver(&self.root, bdf, driver);
                     Ok(())
                 }
-                "unbind" => Err(err(libc::ENODEV)),
+                "unbind" => Err(err(Errno::ENODEV)),
                 "bind" => self.attach(bdf, driver),
-                _ => Err(err(libc::EINVAL)),
+                _ => Err(err(Errno::EINVAL)),
             };
         }
-        Err(err(libc::EACCES))
+        Err(err(Errno::EACCES))
     }
 }
 

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use iommu::host::Host;
+use iommu::setup::Host;
 use iommu::sysfs::Sysfs;
 use iommu::Bdf;
+use nix::errno::Errno;
 
 use kernel::{FailRule, FakeKernel, State};
 use tree::TempDir;
@@ -101,7 +102,7 @@ impl FakeHost {
 
     /// Makes writes of `value` to paths ending in `path_suffix` fail with `errno`, `times`
     /// times (`None`: always).
-    pub fn fail_write(&self, path_suffix: &str, value: &str, errno: i32, times: Option<u32>) {
+    pub fn fail_write(&self, path_suffix: &str, value: &str, errno: Errno, times: Option<u32>) {
         self.kernel.0.borrow_mut().rules.push(FailRule {
             path_suffix: path_suffix.to_string(),
             value: value.to_string(),

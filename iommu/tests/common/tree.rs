@@ -197,6 +197,34 @@ fn resource_file(bars: &[String]) -> String {
 
 /// Builds the tree for `spec` under `root`.
 pub fn build(root: &Path, spec: &HostSpec) {
+    add_proc(root, spec);
+    fs::create_dir_all(root.join("sys/class/iommu")).expect("class/iommu");
+    fs::create_dir_all(root.join("sys/kernel/iommu_groups")).expect("iommu_groups");
+    fs::create_dir_all(root.join("sys/bus/pci/devices")).expect("pci devices");
+    put(&root.join("sys/bus/pci/drivers_probe"), "");
+    add_iommu(root, spec);
+    add_modules(root, spec);
+    if spec.kvm {
+        put(&root.join("dev/kvm"), "");
+    }
+    for [kb, total, free] in &spec.hugepages {
+        let dir = root
+            .join("sys/kernel/mm/hugepages")
+            .join(format!("hugepages-{kb}kB"));
+        put(&dir.join("nr_hugepages"), &format!("{total}\n"));
+        put(&dir.join("free_hugepages"), &format!("{free}\n"));
+    }
+    for driver in &spec.drivers {
+        add_driver(root, driver);
+    }
+    for dev in &spec.devices {
+        add_device(root, dev);
+    }
+}
+
+/// `proc/cmdline`, `proc/cpuinfo`, the kernel release and `proc/interrupts` (with IR-
+/// domains when remapping is on).
+fn add_proc(root: &Path, spec: &HostSpec) {
     put(&root.join("proc/cmdline"), &format!("{}\n", spec.cmdline));
     put(
         &root.join("proc/cpuinfo"),
@@ -220,10 +248,10 @@ pub fn build(root: &Path, spec: &HostSpec) {
         &root.join("proc/interrupts"),
         &format!("           CPU0\n  1:         9  {chip}    1-edge      i8042\n 24:       100  {msi}  0-edge  xhci_hcd\n"),
     );
-    fs::create_dir_all(root.join("sys/class/iommu")).expect("class/iommu");
-    fs::create_dir_all(root.join("sys/kernel/iommu_groups")).expect("iommu_groups");
-    fs::create_dir_all(root.join("sys/bus/pci/devices")).expect("pci devices");
-    put(&root.join("sys/bus/pci/drivers_probe"), "");
+}
+
+/// IOMMU units under `sys/class/iommu` (with their ECAP) and the ACPI tables.
+fn add_iommu(root: &Path, spec: &HostSpec) {
     for unit in &spec.iommu_units {
         let dir = root.join("sys/devices/virtual/iommu").join(&unit.name);
         fs::create_dir_all(&dir).expect("iommu unit");
@@ -239,6 +267,11 @@ pub fn build(root: &Path, spec: &HostSpec) {
     for table in &spec.acpi_tables {
         put(&root.join("sys/firmware/acpi/tables").join(table), "");
     }
+}
+
+/// Loaded modules under `sys/module` (with vfio_iommu_type1's allow_unsafe_interrupts)
+/// and the available ones in `modules.dep`.
+fn add_modules(root: &Path, spec: &HostSpec) {
     for module in &spec.modules_loaded {
         fs::create_dir_all(root.join("sys/module").join(module)).expect("module");
     }
@@ -262,22 +295,6 @@ pub fn build(root: &Path, spec: &HostSpec) {
         &root.join("lib/modules").join(RELEASE).join("modules.dep"),
         &dep,
     );
-    if spec.kvm {
-        put(&root.join("dev/kvm"), "");
-    }
-    for [kb, total, free] in &spec.hugepages {
-        let dir = root
-            .join("sys/kernel/mm/hugepages")
-            .join(format!("hugepages-{kb}kB"));
-        put(&dir.join("nr_hugepages"), &format!("{total}\n"));
-        put(&dir.join("free_hugepages"), &format!("{free}\n"));
-    }
-    for driver in &spec.drivers {
-        add_driver(root, driver);
-    }
-    for dev in &spec.devices {
-        add_device(root, dev);
-    }
 }
 
 fn add_device(root: &Path, dev: &DeviceSpec) {

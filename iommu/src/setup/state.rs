@@ -1,4 +1,5 @@
-//! What `host bind` remembers for `host unbind`, and who holds a device's VFIO files open.
+//! What `host bind` remembers for `host unbind`, and the lock that keeps two such
+//! commands apart.
 //!
 //! Lock: `STATE_DIR/lock`, held with `flock` for the whole of one `host bind` or
 //! `host unbind`, so two such commands never interleave their sysfs writes.
@@ -6,20 +7,16 @@
 //! State: one file per device, `STATE_DIR/DOMAIN:BUS:DEV.FN.driver`, holding
 //! `driver=NAME` (or `driver=` when the device had no driver). It is written before the
 //! device is touched and removed by `host unbind` or when a bind rolls back.
-//!
-//! In use: a running vfio-vmm holds `/dev/vfio/GROUP` (legacy group API) or
-//! `/dev/vfio/devices/vfioN` (iommufd device API) open for as long as the guest runs.
-//! [`holders`] finds such processes by reading the `ROOT/proc/PID/fd/*` links, which needs
-//! no cooperation from the VMM and cannot go stale the way a lock file can.
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
 use crate::bdf::Bdf;
-use crate::sysfs::Sysfs;
 
 /// Why a state file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +59,11 @@ fn create_state_dir(state_dir: &Path) -> Result<(), StateError> {
     })
 }
 
-/// Exclusive hold on the state directory; released when dropped (the file closes).
+/// Exclusive hold on the state directory; released when dropped (the file unlocks and
+/// closes).
 #[derive(Debug)]
 pub struct StateLock {
-    _file: fs::File,
+    _lock: Flock<fs::File>,
 }
 
 /// Takes the state directory's lock, waiting up to `wait` for another command to
@@ -73,7 +71,7 @@ pub struct StateLock {
 pub fn lock(state_dir: &Path, wait: Duration) -> Result<StateLock, StateError> {
     create_state_dir(state_dir)?;
     let path = state_dir.join("lock");
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
@@ -84,14 +82,16 @@ pub fn lock(state_dir: &Path, wait: Duration) -> Result<StateLock, StateError> {
         })?;
     let deadline = Instant::now() + wait;
     loop {
-        // SAFETY: flock on a descriptor this function owns; it touches no memory.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(StateLock { _file: file });
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::WouldBlock {
-            return Err(StateError::Access { path, source: err });
-        }
+        file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(StateLock { _lock: lock }),
+            Err((file, Errno::EWOULDBLOCK)) => file,
+            Err((_, errno)) => {
+                return Err(StateError::Access {
+                    path,
+                    source: errno.into(),
+                })
+            }
+        };
         if Instant::now() >= deadline {
             return Err(StateError::Busy { path });
         }
@@ -144,61 +144,4 @@ pub fn forget(state_dir: &Path, bdf: Bdf) -> Result<(), StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(StateError::Access { path, source }),
     }
-}
-
-/// A process holding a device's VFIO file open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    /// Process ID.
-    pub pid: u32,
-    /// Its command name (`comm`), or `?` if unreadable.
-    pub command: String,
-    /// The VFIO file it holds open.
-    pub file: String,
-}
-
-/// Processes holding `bdf`'s VFIO group (`/dev/vfio/GROUP`) or VFIO device cdev open.
-/// Processes whose descriptors cannot be read (exited, or another user's when not root)
-/// are skipped.
-pub fn holders(sysfs: &Sysfs, bdf: Bdf, group: Option<u32>) -> Vec<Holder> {
-    let mut files: Vec<String> = group
-        .map(|g| format!("/dev/vfio/{g}"))
-        .into_iter()
-        .collect();
-    if let Ok(cdevs) = sysfs.list_dir(&sysfs.device_dir(bdf).join("vfio-dev")) {
-        files.extend(cdevs.into_iter().map(|c| format!("/dev/vfio/devices/{c}")));
-    }
-    if files.is_empty() {
-        return Vec::new();
-    }
-    let proc_dir = sysfs.path("/proc");
-    let pids: Vec<u32> = match sysfs.list_dir(&proc_dir) {
-        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
-        Err(_) => return Vec::new(),
-    };
-    let mut found = Vec::new();
-    for pid in pids {
-        let fd_dir = proc_dir.join(pid.to_string()).join("fd");
-        let Ok(fds) = fs::read_dir(&fd_dir) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else {
-                continue;
-            };
-            let target = target.to_string_lossy();
-            if let Some(file) = files.iter().find(|f| **f == target) {
-                let command = fs::read_to_string(proc_dir.join(pid.to_string()).join("comm"))
-                    .map(|c| c.trim().to_string())
-                    .unwrap_or_else(|_| "?".to_string());
-                found.push(Holder {
-                    pid,
-                    command,
-                    file: file.clone(),
-                });
-                break;
-            }
-        }
-    }
-    found
 }

@@ -9,6 +9,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nix::errno::Errno;
+
+use crate::process;
 use crate::sysfs::Sysfs;
 
 /// Why loading a kernel module failed.
@@ -55,7 +58,7 @@ pub trait Kernel {
     fn memlock_limit(&self) -> Option<u64>;
 }
 
-/// The running kernel and this process.
+/// The running kernel and this process (its facts come from [`crate::process`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HostKernel;
 
@@ -92,23 +95,11 @@ impl Kernel for HostKernel {
     }
 
     fn euid(&self) -> u32 {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() }
+        process::euid()
     }
 
     fn memlock_limit(&self) -> Option<u64> {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
-        if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-            // getrlimit cannot fail for a valid resource; treat a failure as "no limit
-            // known" rather than inventing one.
-            return None;
-        }
-        Some(limit.rlim_cur)
+        process::memlock_limit()
     }
 }
 
@@ -168,24 +159,24 @@ pub fn write(kernel: &dyn Kernel, path: &Path, value: &str) -> Result<(), WriteF
 
 /// Symbolic name of the errnos sysfs writes return.
 pub fn errno_name(errno: i32) -> Option<&'static str> {
-    let name = match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::ENODEV => "ENODEV",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSPC => "ENOSPC",
-        libc::EROFS => "EROFS",
-        libc::ENOSYS => "ENOSYS",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::ETIMEDOUT => "ETIMEDOUT",
+    let name = match Errno::from_raw(errno) {
+        Errno::EPERM => "EPERM",
+        Errno::ENOENT => "ENOENT",
+        Errno::EIO => "EIO",
+        Errno::ENXIO => "ENXIO",
+        Errno::EAGAIN => "EAGAIN",
+        Errno::ENOMEM => "ENOMEM",
+        Errno::EACCES => "EACCES",
+        Errno::EFAULT => "EFAULT",
+        Errno::EBUSY => "EBUSY",
+        Errno::EEXIST => "EEXIST",
+        Errno::ENODEV => "ENODEV",
+        Errno::EINVAL => "EINVAL",
+        Errno::ENOSPC => "ENOSPC",
+        Errno::EROFS => "EROFS",
+        Errno::ENOSYS => "ENOSYS",
+        Errno::EOPNOTSUPP => "EOPNOTSUPP",
+        Errno::ETIMEDOUT => "ETIMEDOUT",
         _ => return None,
     };
     Some(name)

@@ -14,6 +14,7 @@ use std::fmt;
 
 use crate::bdf::Bdf;
 use crate::group::{is_vfio_driver, GroupError, IommuGroup, VFIO_PCI};
+use crate::process;
 use crate::sysfs::{PciDevice, SysfsError};
 
 use super::kernel::{write, KernelError, WriteFailure};
@@ -77,7 +78,7 @@ pub enum BindError {
     #[error(transparent)]
     Write(#[from] WriteFailure),
     /// The writes went through but the device ended up on the wrong driver.
-    #[error("{bdf} is on {} after the writes, not {wanted}; `dmesg | tail` shows why the driver did not take it", .got.as_deref().unwrap_or("no driver"))]
+    #[error("{bdf} is on {} after the writes, not {wanted}; `dmesg | tail` shows why the driver did not take it", driver_or_none(.got.as_deref()))]
     WrongDriver {
         /// The device.
         bdf: Bdf,
@@ -147,13 +148,12 @@ pub enum Outcome {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let none = "no driver";
         match self {
             Outcome::Bound { bdf, previous } => {
                 write!(
                     f,
                     "{bdf}: bound to vfio-pci (was on {})",
-                    previous.as_deref().unwrap_or(none)
+                    driver_or_none(previous.as_deref())
                 )
             }
             Outcome::AlreadyBound { bdf, driver } => {
@@ -170,11 +170,16 @@ impl fmt::Display for Outcome {
                 write!(
                     f,
                     "{bdf}: not bound to vfio-pci (on {}), nothing to do",
-                    driver.as_deref().unwrap_or(none)
+                    driver_or_none(driver.as_deref())
                 )
             }
         }
     }
+}
+
+/// A driver's name, or `no driver`.
+fn driver_or_none(driver: Option<&str>) -> &str {
+    driver.unwrap_or("no driver")
 }
 
 fn require_root(host: &Host, action: &'static str) -> Result<(), BindError> {
@@ -197,6 +202,35 @@ fn push_unique(list: &mut Vec<Bdf>, bdf: Bdf) {
 pub fn bind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcome>, BindError> {
     require_root(host, "bind")?;
     let _lock = state::lock(&host.state_dir, LOCK_WAIT)?;
+    let (targets, groups) = bind_targets(host, bdfs, whole_group)?;
+    require_viable(&groups, &targets, bdfs)?;
+    let mut outcomes = Vec::new();
+    let mut pending = Vec::new();
+    for &bdf in &targets {
+        let device = host.sysfs.device(bdf)?;
+        match device.driver.as_deref() {
+            Some(d) if is_vfio_driver(d) => outcomes.push(Outcome::AlreadyBound {
+                bdf,
+                driver: d.to_string(),
+            }),
+            _ => pending.push(device),
+        }
+    }
+    if pending.is_empty() {
+        return Ok(outcomes);
+    }
+    ensure_vfio_pci(host)?;
+    outcomes.extend(bind_all(host, &pending)?);
+    Ok(outcomes)
+}
+
+/// The devices to bind, in order: `bdfs`, or with `whole_group` the non-bridge members of
+/// their groups; and those groups. Refuses a bridge.
+fn bind_targets(
+    host: &Host,
+    bdfs: &[Bdf],
+    whole_group: bool,
+) -> Result<(Vec<Bdf>, Vec<IommuGroup>), BindError> {
     let mut targets = Vec::new();
     let mut groups: Vec<IommuGroup> = Vec::new();
     for &bdf in bdfs {
@@ -216,71 +250,82 @@ pub fn bind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcome>
             groups.push(group);
         }
     }
-    for group in &groups {
-        let culprits = group.culprits(&targets);
-        if let Some(first) = culprits.first() {
-            let asked = bdfs
-                .iter()
-                .copied()
-                .find(|b| group.devices.iter().any(|d| d.bdf == *b))
-                .unwrap_or(first.bdf);
-            let culprits = culprits
-                .iter()
-                .map(|d| format!("{} ({})", d.bdf, d.driver.as_deref().unwrap_or("no driver")))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(BindError::NotViable {
-                bdf: asked,
-                group: group.id,
-                culprits,
-            });
-        }
-    }
-    let mut outcomes = Vec::new();
-    let mut pending = Vec::new();
-    for &bdf in &targets {
-        let device = host.sysfs.device(bdf)?;
-        match device.driver.as_deref() {
-            Some(d) if is_vfio_driver(d) => outcomes.push(Outcome::AlreadyBound {
-                bdf,
-                driver: d.to_string(),
-            }),
-            _ => pending.push(device),
-        }
-    }
-    if pending.is_empty() {
-        return Ok(outcomes);
-    }
-    ensure_vfio_pci(host)?;
-    let mut done: Vec<&PciDevice> = Vec::new();
-    for device in &pending {
-        if let Err(cause) = bind_one(host, device) {
-            let mut restored = Vec::new();
-            let mut failures = Vec::new();
-            // The failed device first, then the others in reverse order.
-            for undo in std::iter::once(device).chain(done.iter().rev().copied()) {
-                match put_back(host, undo) {
-                    Ok(()) => restored.push(format!(
-                        "{} on {}",
-                        undo.bdf,
-                        undo.driver.as_deref().unwrap_or("no driver")
-                    )),
-                    Err(e) => failures.push(format!("{}: {e}", undo.bdf)),
-                }
-            }
-            return Err(BindError::RolledBack {
-                cause: Box::new(cause),
-                restored,
-                failures,
-            });
-        }
-        done.push(device);
-        outcomes.push(Outcome::Bound {
-            bdf: device.bdf,
-            previous: device.driver.clone(),
+    Ok((targets, groups))
+}
+
+/// Refuses when a member of one of `groups` other than `targets` is on a host driver,
+/// naming the device of `asked` in that group.
+fn require_viable(groups: &[IommuGroup], targets: &[Bdf], asked: &[Bdf]) -> Result<(), BindError> {
+    for group in groups {
+        let culprits = group.culprits(targets);
+        let Some(first) = culprits.first() else {
+            continue;
+        };
+        let bdf = asked
+            .iter()
+            .copied()
+            .find(|b| group.devices.iter().any(|d| d.bdf == *b))
+            .unwrap_or(first.bdf);
+        let culprits = culprits
+            .iter()
+            .map(|d| format!("{} ({})", d.bdf, driver_or_none(d.driver.as_deref())))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(BindError::NotViable {
+            bdf,
+            group: group.id,
+            culprits,
         });
     }
-    Ok(outcomes)
+    Ok(())
+}
+
+/// Binds `pending` in order; when one fails, puts it and those already bound back.
+fn bind_all(host: &Host, pending: &[PciDevice]) -> Result<Vec<Outcome>, BindError> {
+    let mut done: Vec<&PciDevice> = Vec::new();
+    for device in pending {
+        if let Err(cause) = bind_one(host, device) {
+            return Err(roll_back(cause, device, &done, |undo| {
+                put_back(host, undo)?;
+                Ok(format!(
+                    "{} on {}",
+                    undo.bdf,
+                    driver_or_none(undo.driver.as_deref())
+                ))
+            }));
+        }
+        done.push(device);
+    }
+    Ok(done
+        .iter()
+        .map(|device| Outcome::Bound {
+            bdf: device.bdf,
+            previous: device.driver.clone(),
+        })
+        .collect())
+}
+
+/// The error of a command that `cause` stopped at `failed`, after undoing `failed` and
+/// then `done` newest first; `undo` returns where it left the device (`BDF on DRIVER`).
+fn roll_back(
+    cause: BindError,
+    failed: &PciDevice,
+    done: &[&PciDevice],
+    undo: impl Fn(&PciDevice) -> Result<String, BindError>,
+) -> BindError {
+    let mut restored = Vec::new();
+    let mut failures = Vec::new();
+    for device in std::iter::once(failed).chain(done.iter().rev().copied()) {
+        match undo(device) {
+            Ok(now) => restored.push(now),
+            Err(e) => failures.push(format!("{}: {e}", device.bdf)),
+        }
+    }
+    BindError::RolledBack {
+        cause: Box::new(cause),
+        restored,
+        failures,
+    }
 }
 
 fn ensure_vfio_pci(host: &Host) -> Result<(), BindError> {
@@ -304,67 +349,58 @@ fn verify(host: &Host, bdf: Bdf, wanted: Option<&str>) -> Result<(), BindError> 
     }
     Err(BindError::WrongDriver {
         bdf,
-        wanted: wanted.unwrap_or("no driver").to_string(),
+        wanted: driver_or_none(wanted).to_string(),
         got,
     })
 }
 
+/// Writes `value` to `bdf`'s `driver_override` (a lone newline clears it).
+fn set_override(host: &Host, bdf: Bdf, value: &str) -> Result<(), BindError> {
+    let path = host.sysfs.device_dir(bdf).join("driver_override");
+    Ok(write(host.kernel.as_ref(), &path, value)?)
+}
+
+/// Writes `bdf` to `drivers/DRIVER/ACTION`: `bind` or `unbind`.
+fn driver_action(host: &Host, driver: &str, action: &str, bdf: Bdf) -> Result<(), BindError> {
+    let path = host.sysfs.driver_dir(driver).join(action);
+    Ok(write(host.kernel.as_ref(), &path, &bdf.to_string())?)
+}
+
+/// Writes `bdf` to `drivers_probe`: the kernel binds it to its override's driver, or to
+/// the driver that matches it best.
+fn probe(host: &Host, bdf: Bdf) -> Result<(), BindError> {
+    let path = host.sysfs.path("/sys/bus/pci/drivers_probe");
+    Ok(write(host.kernel.as_ref(), &path, &bdf.to_string())?)
+}
+
 fn bind_one(host: &Host, device: &PciDevice) -> Result<(), BindError> {
     let bdf = device.bdf;
-    let text = bdf.to_string();
     state::remember(&host.state_dir, bdf, device.driver.as_deref())?;
-    write(
-        host.kernel.as_ref(),
-        &host.sysfs.device_dir(bdf).join("driver_override"),
-        VFIO_PCI,
-    )?;
-    if let Some(driver) = &device.driver {
-        write(
-            host.kernel.as_ref(),
-            &host.sysfs.driver_dir(driver).join("unbind"),
-            &text,
-        )?;
-    }
-    write(
-        host.kernel.as_ref(),
-        &host.sysfs.path("/sys/bus/pci/drivers_probe"),
-        &text,
-    )?;
+    set_override(host, bdf, VFIO_PCI)?;
+    release_from(host, bdf, device.driver.as_deref())?;
+    probe(host, bdf)?;
     verify(host, bdf, Some(VFIO_PCI))
 }
 
 /// Unbinds `bdf` from `driver`, the driver holding it now (nothing if none).
 fn release_from(host: &Host, bdf: Bdf, driver: Option<&str>) -> Result<(), BindError> {
-    if let Some(d) = driver {
-        write(
-            host.kernel.as_ref(),
-            &host.sysfs.driver_dir(d).join("unbind"),
-            &bdf.to_string(),
-        )?;
+    match driver {
+        Some(d) => driver_action(host, d, "unbind", bdf),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Returns `device` to the driver and `driver_override` it had when it was read, and
 /// forgets its state file.
 fn put_back(host: &Host, device: &PciDevice) -> Result<(), BindError> {
     let bdf = device.bdf;
-    let text = bdf.to_string();
-    let kernel = host.kernel.as_ref();
-    let override_value = device
-        .driver_override
-        .clone()
-        .unwrap_or_else(|| "\n".to_string());
-    write(
-        kernel,
-        &host.sysfs.device_dir(bdf).join("driver_override"),
-        &override_value,
-    )?;
+    let override_value = device.driver_override.as_deref().unwrap_or("\n");
+    set_override(host, bdf, override_value)?;
     let current = host.sysfs.driver_of(bdf)?;
     if current != device.driver {
         release_from(host, bdf, current.as_deref())?;
         if let Some(previous) = &device.driver {
-            write(kernel, &host.sysfs.driver_dir(previous).join("bind"), &text)?;
+            driver_action(host, previous, "bind", bdf)?;
         }
     }
     verify(host, bdf, device.driver.as_deref())?;
@@ -387,6 +423,31 @@ fn on_vfio(device: &PciDevice) -> bool {
 pub fn unbind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcome>, BindError> {
     require_root(host, "unbind")?;
     let _lock = state::lock(&host.state_dir, LOCK_WAIT)?;
+    let mut outcomes = Vec::new();
+    let mut pending = Vec::new();
+    for bdf in unbind_targets(host, bdfs, whole_group)? {
+        let device = host.sysfs.device(bdf)?;
+        if !on_vfio(&device) {
+            outcomes.push(Outcome::NotVfio {
+                bdf,
+                driver: device.driver,
+            });
+            continue;
+        }
+        require_unused(host, &device)?;
+        let previous = state::recall(&host.state_dir, bdf)?;
+        pending.push((device, previous));
+    }
+    outcomes.extend(unbind_all(host, &pending)?);
+    for (device, _) in &pending {
+        state::forget(&host.state_dir, device.bdf)?;
+    }
+    Ok(outcomes)
+}
+
+/// The devices to unbind, in order: `bdfs`, with `whole_group` preceded by the members of
+/// their groups that are on vfio-pci.
+fn unbind_targets(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Bdf>, BindError> {
     let mut targets = Vec::new();
     for &bdf in bdfs {
         if whole_group {
@@ -396,36 +457,38 @@ pub fn unbind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcom
                 .iter()
                 .filter(|d| on_vfio(d))
                 .for_each(|d| push_unique(&mut targets, d.bdf));
-            push_unique(&mut targets, bdf);
-        } else {
-            push_unique(&mut targets, bdf);
         }
+        push_unique(&mut targets, bdf);
     }
+    Ok(targets)
+}
+
+/// Refuses when a process holds `device`'s VFIO files open.
+fn require_unused(host: &Host, device: &PciDevice) -> Result<(), BindError> {
+    let holders = process::holders(&host.sysfs, device.bdf, device.iommu_group);
+    if holders.is_empty() {
+        return Ok(());
+    }
+    let holders = holders
+        .iter()
+        .map(|h| format!("{} is open in pid {} ({})", h.file, h.pid, h.command))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(BindError::InUse {
+        bdf: device.bdf,
+        holders,
+    })
+}
+
+/// Unbinds `pending` in order; when one fails, puts it and those already unbound back on
+/// vfio-pci.
+fn unbind_all(
+    host: &Host,
+    pending: &[(PciDevice, Option<Option<String>>)],
+) -> Result<Vec<Outcome>, BindError> {
     let mut outcomes = Vec::new();
-    let mut pending = Vec::new();
-    for &bdf in &targets {
-        let device = host.sysfs.device(bdf)?;
-        if !on_vfio(&device) {
-            outcomes.push(Outcome::NotVfio {
-                bdf,
-                driver: device.driver,
-            });
-            continue;
-        }
-        let holders = state::holders(&host.sysfs, bdf, device.iommu_group);
-        if !holders.is_empty() {
-            let holders = holders
-                .iter()
-                .map(|h| format!("{} is open in pid {} ({})", h.file, h.pid, h.command))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(BindError::InUse { bdf, holders });
-        }
-        let previous = state::recall(&host.state_dir, bdf)?;
-        pending.push((device, previous));
-    }
     let mut done: Vec<&PciDevice> = Vec::new();
-    for (device, previous) in &pending {
+    for (device, previous) in pending {
         match unbind_one(host, device, previous.as_ref()) {
             Ok(driver) => {
                 outcomes.push(Outcome::Restored {
@@ -435,24 +498,12 @@ pub fn unbind(host: &Host, bdfs: &[Bdf], whole_group: bool) -> Result<Vec<Outcom
                 done.push(device);
             }
             Err(cause) => {
-                let mut restored = Vec::new();
-                let mut failures = Vec::new();
-                for undo in std::iter::once(device).chain(done.iter().rev().copied()) {
-                    match back_to_vfio(host, undo) {
-                        Ok(()) => restored.push(format!("{} on vfio-pci", undo.bdf)),
-                        Err(e) => failures.push(format!("{}: {e}", undo.bdf)),
-                    }
-                }
-                return Err(BindError::RolledBack {
-                    cause: Box::new(cause),
-                    restored,
-                    failures,
-                });
+                return Err(roll_back(cause, device, &done, |undo| {
+                    back_to_vfio(host, undo)?;
+                    Ok(format!("{} on vfio-pci", undo.bdf))
+                }))
             }
         }
-    }
-    for (device, _) in &pending {
-        state::forget(&host.state_dir, device.bdf)?;
     }
     Ok(outcomes)
 }
@@ -464,24 +515,12 @@ fn unbind_one(
     previous: Option<&Option<String>>,
 ) -> Result<Option<String>, BindError> {
     let bdf = device.bdf;
-    let text = bdf.to_string();
-    let kernel = host.kernel.as_ref();
-    write(
-        kernel,
-        &host.sysfs.device_dir(bdf).join("driver_override"),
-        "\n",
-    )?;
-    if let Some(current) = &device.driver {
-        write(
-            kernel,
-            &host.sysfs.driver_dir(current).join("unbind"),
-            &text,
-        )?;
-    }
+    set_override(host, bdf, "\n")?;
+    release_from(host, bdf, device.driver.as_deref())?;
     match previous {
         // Bound by us from a driver that is still registered: give it back to that driver.
         Some(Some(driver)) if host.sysfs.driver_dir(driver).exists() => {
-            write(kernel, &host.sysfs.driver_dir(driver).join("bind"), &text)?;
+            driver_action(host, driver, "bind", bdf)?;
             verify(host, bdf, Some(driver))?;
             Ok(Some(driver.clone()))
         }
@@ -490,11 +529,7 @@ fn unbind_one(
         // Unknown previous driver (bound by other means) or one no longer loaded:
         // let the kernel pick, like at boot.
         _ => {
-            write(
-                kernel,
-                &host.sysfs.path("/sys/bus/pci/drivers_probe"),
-                &text,
-            )?;
+            probe(host, bdf)?;
             let got = host.sysfs.driver_of(bdf)?;
             if got.as_deref().is_some_and(is_vfio_driver) {
                 return Err(BindError::WrongDriver {
@@ -511,13 +546,7 @@ fn unbind_one(
 /// Undoes [`unbind_one`]: puts the device back on vfio-pci.
 fn back_to_vfio(host: &Host, device: &PciDevice) -> Result<(), BindError> {
     let bdf = device.bdf;
-    let text = bdf.to_string();
-    let kernel = host.kernel.as_ref();
-    write(
-        kernel,
-        &host.sysfs.device_dir(bdf).join("driver_override"),
-        VFIO_PCI,
-    )?;
+    set_override(host, bdf, VFIO_PCI)?;
     let current = host.sysfs.driver_of(bdf)?;
     if current == device.driver {
         return Ok(());
@@ -525,11 +554,7 @@ fn back_to_vfio(host: &Host, device: &PciDevice) -> Result<(), BindError> {
     release_from(host, bdf, current.as_deref())?;
     // A device found with only the override and no driver goes back to exactly that.
     if device.driver.is_some() {
-        write(
-            kernel,
-            &host.sysfs.path("/sys/bus/pci/drivers_probe"),
-            &text,
-        )?;
+        probe(host, bdf)?;
     }
     verify(host, bdf, device.driver.as_deref())
 }

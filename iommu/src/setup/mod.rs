@@ -1,6 +1,7 @@
-//! Host preparation for passthrough: `host check`, `host list`, `host bind` and
-//! `host unbind`. This module owns where they look ([`Host`]: the sysfs root, the state
-//! directory, the kernel interface).
+//! Setting a host up for passthrough: the admin tooling behind `vfio-vmm host check`,
+//! `host list`, `host bind` and `host unbind`. This module owns where those commands look
+//! ([`Host`]: the sysfs root, the state directory, the kernel interface); the VFIO runtime
+//! ([`crate::vfio`]) never imports it.
 //!
 //! Configuration, in order of precedence:
 //! - sysfs root: `--sysfs-root DIR`, else `$VFIO_VMM_SYSFS_ROOT`, else `/`. Every read of
@@ -13,6 +14,7 @@
 pub mod bind;
 pub mod check;
 pub mod device_check;
+pub mod finding;
 pub mod kernel;
 pub mod list;
 pub mod state;

@@ -1,164 +1,19 @@
 //! `host check`: findings about the host as a whole (IOMMU, interrupt remapping, VFIO
-//! modules, /dev/kvm, memlock, hugepages), the [`Finding`]/[`Report`] types all checks
-//! produce, and the entry point [`check`] that adds the per-device findings from
-//! [`super::device_check`]. Checks never stop at the first problem: an unreadable file
-//! becomes a `fail` finding naming it, and the other checks still run.
+//! modules, /dev/kvm, memlock, hugepages), and the entry point [`check`] that adds the
+//! per-device findings from [`super::device_check`]. Checks never stop at the first
+//! problem: an unreadable file becomes a `fail` finding naming it, and the other checks
+//! still run.
 
-use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
 
 use crate::bdf::Bdf;
 use crate::sysfs::{Sysfs, SysfsError};
 
-use super::{device_check, Host};
+use super::device_check::{self, MmioWindows};
+use super::finding::{Finding, Level, Report};
+use super::Host;
 use crate::size::format_size;
-
-/// How serious a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    /// Nothing to do.
-    Ok,
-    /// Works, but worth knowing or improving.
-    Warn,
-    /// Passthrough will not work until this is fixed.
-    Fail,
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let word = match self {
-            Level::Ok => "ok",
-            Level::Warn => "warn",
-            Level::Fail => "fail",
-        };
-        // Pad so messages line up: `{:<4}` on the caller's side applies to this.
-        f.pad(word)
-    }
-}
-
-/// One line of `host check` output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// Severity.
-    pub level: Level,
-    /// What it is about: `iommu`, `memlock`, `0000:01:00.0`, ...
-    pub subject: String,
-    /// What was found.
-    pub message: String,
-    /// What to do about it (for `warn` and `fail`).
-    pub fix: Option<String>,
-}
-
-impl Finding {
-    /// A finding without a fix.
-    pub fn ok(subject: impl Into<String>, message: impl Into<String>) -> Self {
-        Finding {
-            level: Level::Ok,
-            subject: subject.into(),
-            message: message.into(),
-            fix: None,
-        }
-    }
-
-    /// A warning and what to do about it.
-    pub fn warn(
-        subject: impl Into<String>,
-        message: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Finding {
-            level: Level::Warn,
-            subject: subject.into(),
-            message: message.into(),
-            fix: Some(fix.into()),
-        }
-    }
-
-    /// A failure and its fix.
-    pub fn fail(
-        subject: impl Into<String>,
-        message: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Finding {
-            level: Level::Fail,
-            subject: subject.into(),
-            message: message.into(),
-            fix: Some(fix.into()),
-        }
-    }
-
-    /// A file that could not be read, as a failure.
-    pub fn unreadable(subject: impl Into<String>, err: &SysfsError) -> Self {
-        Finding::fail(
-            subject,
-            err.to_string(),
-            "run as root, or check the --sysfs-root path",
-        )
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<4} {}: {}", self.level, self.subject, self.message)?;
-        if let Some(fix) = &self.fix {
-            write!(f, "; fix: {fix}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Everything `host check` found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Report {
-    /// Findings in output order.
-    pub findings: Vec<Finding>,
-}
-
-impl Report {
-    /// True when nothing failed: the host (and the devices asked about) can do passthrough.
-    pub fn ready(&self) -> bool {
-        self.findings.iter().all(|f| f.level != Level::Fail)
-    }
-
-    /// Process exit status: 0 when ready, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
-        if self.ready() {
-            0
-        } else {
-            1
-        }
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for finding in &self.findings {
-            writeln!(f, "{finding}")?;
-        }
-        Ok(())
-    }
-}
-
-/// The guest-physical MMIO windows BARs of assigned devices are placed in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MmioWindows {
-    /// Bytes available below 4 GiB for 32-bit BARs.
-    pub below_4g: u64,
-    /// Bytes available above 4 GiB for 64-bit BARs.
-    pub above_4g: u64,
-}
-
-impl Default for MmioWindows {
-    /// 512 MiB below 4 GiB (vfio-vmm's `PCI_MMIO32_SIZE`) and 64 GiB above.
-    fn default() -> Self {
-        MmioWindows {
-            below_4g: 512 << 20,
-            above_4g: 64 << 30,
-        }
-    }
-}
 
 /// What `host check` is asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -185,7 +40,12 @@ pub fn check(host: &Host, options: &CheckOptions) -> Report {
     for bdf in &options.devices {
         if !seen.contains(bdf) {
             seen.push(*bdf);
-            findings.extend(device_check::check_device(host, *bdf, options));
+            findings.extend(device_check::check_device(
+                host,
+                *bdf,
+                &options.devices,
+                options.windows,
+            ));
         }
     }
     Report { findings }
