@@ -14,7 +14,7 @@ use crate::boot::{acpi, cpu, linux};
 use crate::config::{MemoryConfig, VmConfig};
 use crate::devices::cmos::Cmos;
 use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
-use crate::devices::pci::{self as pci_glue, BarWindow, ConfigPorts, Ecam, SharedPciBus};
+use crate::devices::pci_root::{self, BarWindow, ConfigPorts, Ecam, SharedPciBus};
 use crate::devices::serial::{self, ConsoleOut, SerialDevice};
 use crate::devices::vfio::{VfioDeviceSpec, VfioPassthrough};
 use crate::devices::virtio::{self, NetConfig};
@@ -57,7 +57,7 @@ impl Machine {
         let exit = Arc::new(ExitHandle::new().map_err(dev_err("the exit event"))?);
         let mut buses = Buses::default();
         let serial = add_legacy_devices(&vm, &mut buses, &exit, console)?;
-        let pci = pci_glue::new_bus(guest_layout.mmio64_base)?;
+        let pci = pci_root::new_bus(guest_layout.mmio64_base)?;
         add_pci_ranges(&mut buses, &pci, guest_layout.mmio64_base)?;
         let interrupts = Arc::new(KvmInterruptManager::new(vm.shared_fd())?);
         vfio.attach(&mut lock(&pci), interrupts.as_ref())?;
@@ -124,11 +124,11 @@ impl Machine {
         )?;
         cpu::write_boot_tables(&self.mem)?;
         let mut dsdt = serial::dsdt_aml();
-        dsdt.extend(pci_glue::dsdt_aml(self.layout.mmio64_base));
+        dsdt.extend(pci_root::dsdt_aml(self.layout.mmio64_base));
         let inputs = acpi::AcpiInputs {
             cpus: self.vcpus.len() as u8,
             dsdt_devices: &dsdt,
-            extra_tables: vec![pci_glue::mcfg()],
+            extra_tables: vec![pci_root::mcfg()],
         };
         acpi::write_tables(&self.mem, &inputs)?;
         self.vcpus[0].set_boot_entry(kernel.entry)?;
@@ -187,7 +187,7 @@ fn add_pci_ranges(buses: &mut Buses, pci: &SharedPciBus, mmio64_base: u64) -> Re
         layout::ECAM_SIZE,
         Arc::new(Mutex::new(Ecam(pci.clone()))),
     )?;
-    let w = pci_glue::windows(mmio64_base);
+    let w = pci_root::windows(mmio64_base);
     for (win, io) in [(w.mmio32, false), (w.mmio64, false), (w.io, true)] {
         if let Some(win) = win {
             let dev = BarWindow {

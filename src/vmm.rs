@@ -11,7 +11,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::boot::{acpi, cpu, linux};
 use crate::config::{SerialConfig, VmConfig};
-use crate::devices::pci::SharedPciBus;
+use crate::devices::pci_root::SharedPciBus;
 use crate::devices::serial::{spawn_stdin_reader, SerialDevice};
 use crate::devices::vfio::{VfioPassthrough, VfioSetupError};
 use crate::exit::{ExitHandle, ExitReason};

@@ -1,8 +1,8 @@
 //! PCI passthrough glue: `--device BDF` strings become VFIO devices on the
 //! PCI bus. This file owns the KVM side of it (BAR mappings as KVM memory
 //! slots from slot 16 up, [`KvmBarMapper`] in `vfio/kvm.rs`), the adapter that
-//! lets the pci crate's device logic drive a real VFIO device ([`HostDevice`]
-//! in `vfio/host.rs`), and [`VfioPassthrough`], which runs the steps in the order the VMM needs them
+//! lets the pci crate's device logic drive a real VFIO device ([`VfioAdapter`]
+//! in `vfio/adapter.rs`), and [`VfioPassthrough`], which runs the steps in the order the VMM needs them
 //! and releases everything in order at exit.
 //!
 //! Calls, in order (all before the guest starts, except the last two):
@@ -38,10 +38,10 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use crate::layout;
 use crate::memory::GuestMemory;
 
-mod host;
+mod adapter;
 mod kvm;
 
-pub use host::HostDevice;
+pub use adapter::VfioAdapter;
 pub use kvm::{KvmBarMapper, FIRST_BAR_SLOT};
 
 /// Alignment of the 64-bit PCI window.
@@ -325,7 +325,7 @@ impl VfioPassthrough {
                 bdf: spec.bdf,
                 source: e.into(),
             })?;
-            let ops: Arc<dyn VfioDeviceOps> = Arc::new(HostDevice(Arc::clone(handle)));
+            let ops: Arc<dyn VfioDeviceOps> = Arc::new(VfioAdapter(Arc::clone(handle)));
             let device = VfioPciDevice::attach(
                 ops,
                 AttachContext {
