@@ -19,7 +19,7 @@ const HEADER_TYPE_MULTIFUNCTION: u8 = 0x80;
 #[derive(Debug, Error)]
 pub enum BusError {
     /// Every slot is taken.
-    #[error("all {DEVICES_PER_BUS} PCI slots are taken")]
+    #[error("all {DEVICES_PER_BUS} PCI slots are taken: use fewer devices")]
     Full,
     /// The slot number is 32 or more.
     #[error("there is no PCI slot {0}")]

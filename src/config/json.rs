@@ -332,8 +332,12 @@ fn device((i, d): (usize, DeviceJson)) -> Result<DeviceConfig, ConfigError> {
     if let Some(id) = &d.id {
         check_id(id)?;
     }
+    let bdf = parse_bdf(&d.path).map_err(|e| match e {
+        ConfigError::Bdf(e) => ConfigError::Json(format!("devices[{i}].path: {e}")),
+        other => other,
+    })?;
     Ok(DeviceConfig {
-        bdf: parse_bdf(&d.path)?,
+        bdf,
         rombar: d.rombar,
         id: d.id,
     })
@@ -487,7 +491,7 @@ mod tests {
             (r#", "serial": {"mode": "Loud"}"#, "unknown variant `Loud`"),
             (r#", "net": [{"tap": "t0", "mac": "zz"}]"#, "invalid MAC address"),
             (r#", "net": [{"tap": "t0", "speed": 10}]"#, "unknown field net[0].speed"),
-            (r#", "devices": [{"path": "/sys/bus/pci/devices/zz"}]"#, "malformed PCI address 'zz'"),
+            (r#", "devices": [{"path": "/sys/bus/pci/devices/zz"}]"#, "JSON configuration: devices[0].path: malformed PCI address 'zz'"),
             (r#", "devices": [{"path": "/sys/bus/pci/devices/0000:01:00.0", "pci_device_id": 3}]"#, "devices[0].pci_device_id is not supported yet"),
             (r#", "memory": {"size": "1G"}"#, "invalid type: string \"1G\", expected u64"),
             (r#", "colour": "blue""#, "unknown field colour"),

@@ -90,7 +90,7 @@ pub enum VfioSetupError {
         window_size: u64,
     },
     /// The PCI bus refused the device.
-    #[error("{bdf}: cannot add to the PCI bus")]
+    #[error("{bdf}: cannot add to the PCI bus: {source}")]
     Bus {
         /// Host device.
         bdf: Bdf,
