@@ -1,7 +1,11 @@
-//! Building a [`Machine`] from its configuration, in the order the pieces
-//! depend on each other: KVM VM, passthrough devices (their IOMMU decides the
-//! guest layout), guest RAM, interrupt controllers, legacy devices, the PCI
-//! bus with its devices, vCPUs; then the kernel and boot tables.
+//! The one place a VM is assembled: [`build`] turns a validated
+//! [`VmConfig`] into a [`Machine`] ready to run, in the order the pieces
+//! depend on each other. First the checks that take nothing (passthrough
+//! devices in sysfs, the RAM the host can give), then the console, the KVM
+//! VM, the passthrough devices opened (their IOMMU decides the guest layout),
+//! guest RAM (DMA-mapped for them), interrupt controllers, legacy devices,
+//! the PCI bus with its devices, vCPUs, NICs; then BARs, the kernel and the
+//! boot tables. `vmm.rs` runs the result and tears it down.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -11,142 +15,251 @@ use vm_superio::I8042Device;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{acpi, cpu, linux};
-use crate::config::{MemoryConfig, VmConfig};
+use crate::config::{DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, SerialConfig, VmConfig};
 use crate::devices::cmos::Cmos;
 use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
-use crate::devices::pci::{self as pci_glue, BarWindow, ConfigPorts, Ecam, SharedPciBus};
-use crate::devices::serial::{self, ConsoleOut, SerialDevice};
-use crate::devices::vfio::{VfioDeviceSpec, VfioPassthrough};
-use crate::devices::virtio::{self, NetConfig};
+use crate::devices::pci_root::{self, BarWindow, ConfigPorts, Ecam, SharedPciBus};
+use crate::devices::serial::{self, spawn_stdin_reader, ConsoleOut, SerialDevice};
+use crate::devices::vfio::{CheckedDevices, VfioPassthrough, VfioSetupError};
+use crate::devices::virtio::{self, NetError};
 use crate::exit::ExitHandle;
 use crate::layout;
 use crate::memory;
-use crate::vmm::{Machine, VmmError};
+use crate::vmm::Machine;
 use crate::vstate::irq::KvmInterruptManager;
 use crate::vstate::vcpu::{Buses, Vcpu, VcpuError};
-use crate::vstate::vm::Vm;
+use crate::vstate::vm::{Vm, VmError};
 
-fn dev_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
-    move |err| VmmError::Device { what, err }
+/// Errors while assembling the VM, each meant to be shown as is.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Guest RAM could not be set up.
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    /// KVM could not create the VM.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// A vCPU could not be created or configured.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// The kernel could not be loaded.
+    #[error(transparent)]
+    Linux(#[from] linux::LinuxError),
+    /// Boot structures could not be written.
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
+    /// ACPI tables could not be written.
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
+    /// A passthrough device could not be set up.
+    #[error(transparent)]
+    Passthrough(#[from] VfioSetupError),
+    /// A device could not be created.
+    #[error("cannot set up {what}: {err}")]
+    Device {
+        /// Which device.
+        what: &'static str,
+        /// Why.
+        err: std::io::Error,
+    },
+    /// A device range clashed with another.
+    #[error(transparent)]
+    Bus(#[from] crate::devices::bus::BusError),
+    /// The PCI bus could not be set up, take a device or place BARs.
+    #[error("PCI: {0}")]
+    Pci(#[from] pci::BusError),
+    /// The interrupt routing could not be set up.
+    #[error("cannot set up interrupt routing: {0}")]
+    Interrupts(#[from] pci::InterruptError),
+    /// A virtio-net NIC could not be created.
+    #[error("NIC number {0} (tap {1}): {2}")]
+    Net(usize, String, NetError),
+    /// A KVM irqfd could not be registered.
+    #[error("cannot wire {what}'s interrupt: {err}")]
+    Irq {
+        /// Which device.
+        what: &'static str,
+        /// The ioctl's error.
+        err: kvm_ioctls::Error,
+    },
+}
+
+fn dev_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BuildError {
+    move |err| BuildError::Device { what, err }
 }
 
 fn lock(bus: &SharedPciBus) -> std::sync::MutexGuard<'_, pci::PciBus> {
     bus.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Builds the VM `config` describes (already validated), reading passthrough
+/// devices under `sysfs`: everything but running it.
+pub fn build(config: &VmConfig, sysfs: &Sysfs) -> Result<Machine, BuildError> {
+    // Checks that take nothing, so their errors come before /dev/kvm is opened.
+    let checked = CheckedDevices::check(&config.devices, sysfs)?;
+    memory::check_host_can_give(&config.memory)?;
+    let console = open_console(&config.serial)?;
+    let mut machine = assemble(&config.memory, config.cpus, checked, console)?;
+    for (index, net) in config.net.iter().enumerate() {
+        add_net(&mut machine, net, index)?;
+    }
+    load_linux(&mut machine, &config.payload)?;
+    if config.serial == SerialConfig::Stdio {
+        connect_stdin(&machine)?;
+    }
+    Ok(machine)
+}
+
 impl Machine {
-    /// Creates the VM: RAM laid out around the IOMMU of any `devices`, the
-    /// irqchip, legacy devices, the PCI bus with `devices` attached, and
-    /// `cpus` configured vCPUs.
+    /// A machine without a kernel (tests load their own code): RAM laid out
+    /// around the IOMMU of any `devices` (checked in the host's `/sys`), the
+    /// irqchip, legacy devices with the serial port writing to `console`, the
+    /// PCI bus with `devices` attached, and `cpus` configured vCPUs.
     pub fn new(
         memory: &MemoryConfig,
         cpus: u8,
-        devices: Vec<VfioDeviceSpec>,
+        devices: Vec<DeviceConfig>,
         console: Box<dyn Write + Send>,
-    ) -> Result<Self, VmmError> {
-        let vm = Vm::new()?;
-        vm.check_cpus(cpus)?;
-        let mut vfio = VfioPassthrough::open(vm.shared_fd(), devices, &Sysfs::new("/"))?;
-        let guest_layout = vfio.plan_layout(memory.size)?;
-        vfio.check_memlock(memory.size)?;
-        let mem = memory::create_guest_memory(memory, &guest_layout.ram)?;
-        vm.map_memory(&mem)?;
-        vfio.map_guest_memory(&mem)?;
-        vm.create_irqchip_and_pit()?;
-
-        let exit = Arc::new(ExitHandle::new().map_err(dev_err("the exit event"))?);
-        let mut buses = Buses::default();
-        let serial = add_legacy_devices(&vm, &mut buses, &exit, console)?;
-        let pci = pci_glue::new_bus(guest_layout.mmio64_base)?;
-        add_pci_ranges(&mut buses, &pci, guest_layout.mmio64_base)?;
-        let interrupts = Arc::new(KvmInterruptManager::new(vm.shared_fd())?);
-        vfio.attach(&mut lock(&pci), interrupts.as_ref())?;
-        let vcpus = create_vcpus(&vm, cpus)?;
-        Ok(Machine {
-            buses,
-            vcpus,
-            serial,
-            pci,
-            interrupts,
-            vfio,
-            exit,
-            vm,
-            mem,
-            layout: guest_layout,
-        })
-    }
-
-    /// A free slot on bus 0 (slot 0 is the host bridge).
-    fn free_pci_address(&self) -> Result<pci::PciAddress, VmmError> {
-        let used = lock(&self.pci).addresses();
-        (1..32u8)
-            .find(|d| !used.iter().any(|a| a.device() == *d))
-            .and_then(|slot| pci::PciAddress::new(0, slot, 0).ok())
-            .ok_or(VmmError::BusFull)
-    }
-
-    /// Adds virtio-net NIC number `index` on the next free slot.
-    pub fn add_net(&mut self, config: &NetConfig, index: usize) -> Result<(), VmmError> {
-        let address = self.free_pci_address()?;
-        let dev = virtio::new_net_pci(
-            config,
-            index,
-            address,
-            self.mem.clone(),
-            self.interrupts.clone(),
-            self.vm.shared_fd(),
-        )
-        .map_err(|e| VmmError::Net(index, e))?;
-        lock(&self.pci).add_device_at(address.device(), Box::new(dev))?;
-        Ok(())
-    }
-
-    /// Places every BAR (as firmware would), loads Linux and writes the boot
-    /// tables; the boot vCPU starts at the kernel's 64-bit entry.
-    pub fn load_linux(&mut self, config: &VmConfig) -> Result<(), VmmError> {
-        let placements = lock(&self.pci).assign_bars()?;
-        for p in &placements {
-            log::info!(
-                "PCI {} BAR {} at {:#x} size {:#x}",
-                p.address,
-                p.bar,
-                p.base,
-                p.def.size
-            );
-        }
-        self.vfio.bars_assigned(&placements)?;
-        let kernel = linux::load(
-            &self.mem,
-            &self.layout.ram,
-            &config.kernel,
-            config.initramfs.as_deref(),
-            &config.cmdline,
-        )?;
-        cpu::write_boot_tables(&self.mem)?;
-        let mut dsdt = serial::dsdt_aml();
-        dsdt.extend(pci_glue::dsdt_aml(self.layout.mmio64_base));
-        let inputs = acpi::AcpiInputs {
-            cpus: self.vcpus.len() as u8,
-            dsdt_devices: &dsdt,
-            extra_tables: vec![pci_glue::mcfg()],
-        };
-        acpi::write_tables(&self.mem, &inputs)?;
-        self.vcpus[0].set_boot_entry(kernel.entry)?;
-        Ok(())
+    ) -> Result<Self, BuildError> {
+        let checked = CheckedDevices::check(&devices, &Sysfs::new("/"))?;
+        assemble(memory, cpus, checked, Some(console))
     }
 }
 
-/// COM1 (its IRQ through an irqfd), the i8042, the CMOS clock and the ACPI power registers.
-fn add_legacy_devices(
+/// The serial console backend; `None` when the guest has no serial port.
+fn open_console(serial: &SerialConfig) -> Result<Option<Box<dyn Write + Send>>, BuildError> {
+    Ok(match serial {
+        SerialConfig::Stdio => Some(Box::new(std::io::stdout())),
+        SerialConfig::Null => Some(Box::new(std::io::sink())),
+        SerialConfig::Off => None,
+        SerialConfig::File(path) => Some(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(dev_err("the serial output file"))?,
+        )),
+    })
+}
+
+/// The KVM VM, passthrough devices, RAM, irqchip, legacy devices, the PCI bus
+/// and the vCPUs, in the order VFIO needs: devices open before the guest
+/// layout is planned, RAM DMA-mapped before the devices attach.
+fn assemble(
+    memory: &MemoryConfig,
+    cpus: u8,
+    checked: CheckedDevices,
+    console: Option<Box<dyn Write + Send>>,
+) -> Result<Machine, BuildError> {
+    let vm = Vm::new()?;
+    vm.check_cpus(cpus)?;
+    let mut vfio = VfioPassthrough::open(vm.shared_fd(), checked)?;
+    let guest_layout = vfio.plan_layout(memory.size)?;
+    vfio.check_memlock(memory.size)?;
+    let mem = memory::create_guest_memory(memory, &guest_layout.ram)?;
+    vm.map_memory(&mem)?;
+    vfio.map_guest_memory(&mem)?;
+    vm.create_irqchip_and_pit()?;
+
+    let exit = Arc::new(ExitHandle::new().map_err(dev_err("the exit event"))?);
+    let mut buses = Buses::default();
+    let serial = match console {
+        Some(console) => Some(add_serial(&vm, &mut buses, &exit, console)?),
+        None => None,
+    };
+    add_legacy_devices(&mut buses, &exit)?;
+    let pci = pci_root::new_bus(guest_layout.mmio64_base)?;
+    add_pci_ranges(&mut buses, &pci, guest_layout.mmio64_base)?;
+    let interrupts = Arc::new(KvmInterruptManager::new(vm.shared_fd())?);
+    vfio.attach(&mut lock(&pci), interrupts.as_ref())?;
+    let vcpus = create_vcpus(&vm, cpus)?;
+    Ok(Machine {
+        buses,
+        vcpus,
+        serial,
+        pci,
+        interrupts,
+        vfio,
+        exit,
+        vm,
+        mem,
+        layout: guest_layout,
+    })
+}
+
+/// Adds virtio-net NIC number `index` on the bus's first free slot.
+fn add_net(machine: &mut Machine, config: &NetConfig, index: usize) -> Result<(), BuildError> {
+    let net_err = |e| BuildError::Net(index, config.tap.clone(), e);
+    let address = lock(&machine.pci).free_address()?;
+    let dev = virtio::new_net_pci(
+        config,
+        index,
+        address,
+        machine.mem.clone(),
+        machine.interrupts.clone(),
+        machine.vm.shared_fd(),
+    )
+    .map_err(net_err)?;
+    lock(&machine.pci).add_device_at(address.device(), Box::new(dev))?;
+    Ok(())
+}
+
+/// Places every BAR (as firmware would), loads Linux and writes the boot
+/// tables; the boot vCPU starts at the kernel's 64-bit entry.
+fn load_linux(machine: &mut Machine, payload: &PayloadConfig) -> Result<(), BuildError> {
+    let placements = lock(&machine.pci).assign_bars()?;
+    for p in &placements {
+        log::info!(
+            "PCI {} BAR {} at {:#x} size {:#x}",
+            p.address,
+            p.bar,
+            p.base,
+            p.def.size
+        );
+    }
+    machine.vfio.bars_assigned(&placements)?;
+    let kernel = linux::load(
+        &machine.mem,
+        &machine.layout.ram,
+        &payload.kernel,
+        payload.initramfs.as_deref(),
+        &payload.cmdline,
+    )?;
+    cpu::write_boot_tables(&machine.mem)?;
+    let mut dsdt = Vec::new();
+    if machine.serial.is_some() {
+        dsdt.extend(serial::dsdt_aml());
+    }
+    dsdt.extend(pci_root::dsdt_aml(machine.layout.mmio64_base));
+    let inputs = acpi::AcpiInputs {
+        cpus: machine.vcpus.len() as u8,
+        dsdt_devices: &dsdt,
+        extra_tables: vec![pci_root::mcfg()],
+    };
+    acpi::write_tables(&machine.mem, &inputs)?;
+    machine.vcpus[0].set_boot_entry(kernel.entry)?;
+    Ok(())
+}
+
+/// Feeds stdin to the guest's serial port.
+fn connect_stdin(machine: &Machine) -> Result<(), BuildError> {
+    match &machine.serial {
+        Some(serial) => spawn_stdin_reader(serial.clone()).map_err(dev_err("serial input")),
+        None => Ok(()),
+    }
+}
+
+/// COM1, its IRQ through an irqfd, writing to `console`.
+fn add_serial(
     vm: &Vm,
     buses: &mut Buses,
     exit: &Arc<ExitHandle>,
     console: Box<dyn Write + Send>,
-) -> Result<Arc<Mutex<SerialDevice>>, VmmError> {
+) -> Result<Arc<Mutex<SerialDevice>>, BuildError> {
     let irq = EventFd::new(0).map_err(dev_err("the serial port"))?;
     vm.fd()
         .register_irqfd(&irq, layout::SERIAL_IRQ)
-        .map_err(|err| VmmError::Irq {
+        .map_err(|err| BuildError::Irq {
             what: "the serial port",
             err,
         })?;
@@ -154,8 +267,15 @@ fn add_legacy_devices(
         irq,
         ConsoleOut::new(console, exit.clone()),
     )));
+    buses
+        .pio
+        .insert(u64::from(layout::SERIAL_PORT), 8, serial.clone())?;
+    Ok(serial)
+}
+
+/// The i8042, the CMOS clock and the ACPI power registers.
+fn add_legacy_devices(buses: &mut Buses, exit: &Arc<ExitHandle>) -> Result<(), BuildError> {
     let pio = &mut buses.pio;
-    pio.insert(u64::from(layout::SERIAL_PORT), 8, serial.clone())?;
     pio.insert(
         u64::from(layout::I8042_PORT),
         5,
@@ -171,11 +291,15 @@ fn add_legacy_devices(
         AcpiPm::PORTS,
         Arc::new(Mutex::new(AcpiPm::new(exit.clone()))),
     )?;
-    Ok(serial)
+    Ok(())
 }
 
 /// Routes config ports, ECAM and the BAR windows to the PCI bus.
-fn add_pci_ranges(buses: &mut Buses, pci: &SharedPciBus, mmio64_base: u64) -> Result<(), VmmError> {
+fn add_pci_ranges(
+    buses: &mut Buses,
+    pci: &SharedPciBus,
+    mmio64_base: u64,
+) -> Result<(), BuildError> {
     let cfg_port = u64::from(pci::CONFIG_ADDRESS_PORT);
     buses.pio.insert(
         cfg_port,
@@ -187,7 +311,7 @@ fn add_pci_ranges(buses: &mut Buses, pci: &SharedPciBus, mmio64_base: u64) -> Re
         layout::ECAM_SIZE,
         Arc::new(Mutex::new(Ecam(pci.clone()))),
     )?;
-    let w = pci_glue::windows(mmio64_base);
+    let w = pci_root::windows(mmio64_base);
     for (win, io) in [(w.mmio32, false), (w.mmio64, false), (w.io, true)] {
         if let Some(win) = win {
             let dev = BarWindow {
@@ -202,7 +326,7 @@ fn add_pci_ranges(buses: &mut Buses, pci: &SharedPciBus, mmio64_base: u64) -> Re
     Ok(())
 }
 
-fn create_vcpus(vm: &Vm, cpus: u8) -> Result<Vec<Vcpu>, VmmError> {
+fn create_vcpus(vm: &Vm, cpus: u8) -> Result<Vec<Vcpu>, BuildError> {
     let supported = vm.supported_cpuid()?;
     let vcpus = (0..cpus)
         .map(|id| {

@@ -1,7 +1,14 @@
 //! vfio-vmm: a small KVM virtual machine monitor for PCI passthrough.
 //!
-//! Data flows one way: a [`config::VmConfig`] is built into a [`vstate::vm::Vm`]
-//! (memory, boot state, devices), whose vCPUs then run until the guest stops.
+//! Data flows one way, through three seams:
+//! - [`config`]: a [`config::VmConfig`] is plain data, produced by the
+//!   command line (the binary's `cli/`) or from JSON (cloud-hypervisor's
+//!   `VmConfig`), and validated before any resource is taken;
+//! - [`builder`]: the one place a VM is assembled from it (passthrough
+//!   checks, console, KVM VM, VFIO devices, RAM, buses, devices, kernel,
+//!   ACPI), giving a [`vmm::Machine`] or a [`builder::BuildError`];
+//! - [`vmm`]: the machine's vCPUs run until the guest stops, then everything
+//!   is torn down in order.
 
 pub mod bench;
 pub mod boot;

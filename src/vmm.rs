@@ -1,80 +1,33 @@
-//! A built VM and its life: the [`Machine`] (built by `builder`), its vCPU
-//! threads running until the guest or the user ends it, and the teardown in
-//! order (vCPUs, passthrough, devices, VM, guest RAM).
+//! A built VM and its life: the [`Machine`] (assembled by `builder`), its
+//! vCPU threads running until the guest or the user ends it, and the teardown
+//! in order (vCPUs, passthrough, devices, VM, guest RAM). Nothing is built here.
 
-use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::boot::{acpi, cpu, linux};
-use crate::config::{SerialConfig, VmConfig};
-use crate::devices::pci::SharedPciBus;
-use crate::devices::serial::{spawn_stdin_reader, SerialDevice};
-use crate::devices::vfio::{VfioPassthrough, VfioSetupError};
+use crate::devices::pci_root::SharedPciBus;
+use crate::devices::serial::SerialDevice;
+use crate::devices::vfio::VfioPassthrough;
 use crate::exit::{ExitHandle, ExitReason};
 use crate::layout::GuestLayout;
-use crate::memory::{self, GuestMemory};
+use crate::memory::GuestMemory;
 use crate::vstate::irq::KvmInterruptManager;
-use crate::vstate::vcpu::{Buses, Vcpu, VcpuError};
-use crate::vstate::vm::{Vm, VmError};
+use crate::vstate::vcpu::{Buses, Vcpu};
+use crate::vstate::vm::Vm;
 
-/// Errors while building or starting the VM.
+/// Errors while starting the vCPUs.
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
-    /// Guest RAM could not be set up.
-    #[error(transparent)]
-    Memory(#[from] memory::MemoryError),
-    /// KVM could not create the VM.
-    #[error(transparent)]
-    Vm(#[from] VmError),
-    /// A vCPU could not be created or configured.
-    #[error(transparent)]
-    Vcpu(#[from] VcpuError),
-    /// The kernel could not be loaded.
-    #[error(transparent)]
-    Linux(#[from] linux::LinuxError),
-    /// Boot structures could not be written.
-    #[error(transparent)]
-    Cpu(#[from] cpu::CpuError),
-    /// ACPI tables could not be written.
-    #[error(transparent)]
-    Acpi(#[from] acpi::AcpiError),
-    /// A passthrough device could not be set up.
-    #[error(transparent)]
-    Passthrough(#[from] VfioSetupError),
-    /// A device could not be created.
-    #[error("cannot set up {what}: {err}")]
-    Device {
-        /// Which device.
+    /// A signal handler could not be installed.
+    #[error("cannot install {what}: {err}")]
+    Signal {
+        /// Which handler.
         what: &'static str,
         /// Why.
         err: std::io::Error,
-    },
-    /// A device range clashed with another.
-    #[error(transparent)]
-    Bus(#[from] crate::devices::bus::BusError),
-    /// The PCI bus could not be set up or its BARs placed.
-    #[error("PCI: {0}")]
-    Pci(#[from] pci::BusError),
-    /// The interrupt routing could not be set up.
-    #[error("cannot set up interrupt routing: {0}")]
-    Interrupts(#[from] pci::InterruptError),
-    /// A virtio-net NIC could not be created.
-    #[error("--net number {0}: {1}")]
-    Net(usize, crate::devices::virtio::NetError),
-    /// No free PCI slot is left.
-    #[error("no free PCI slot left for another device: use fewer devices")]
-    BusFull,
-    /// A KVM irqfd could not be registered.
-    #[error("cannot wire {what}'s interrupt: {err}")]
-    Irq {
-        /// Which device.
-        what: &'static str,
-        /// The ioctl's error.
-        err: kvm_ioctls::Error,
     },
 }
 
@@ -85,7 +38,8 @@ pub enum VmmError {
 pub struct Machine {
     pub(crate) buses: Buses,
     pub(crate) vcpus: Vec<Vcpu>,
-    pub(crate) serial: Arc<Mutex<SerialDevice>>,
+    /// COM1; `None` with `--serial off`.
+    pub(crate) serial: Option<Arc<Mutex<SerialDevice>>>,
     pub(crate) pci: SharedPciBus,
     pub(crate) interrupts: Arc<KvmInterruptManager>,
     pub(crate) vfio: VfioPassthrough,
@@ -111,19 +65,11 @@ impl Machine {
         &mut self.buses
     }
 
-    /// Feeds stdin to the guest's serial port.
-    pub fn connect_stdin(&self) -> Result<(), VmmError> {
-        spawn_stdin_reader(self.serial.clone()).map_err(|err| VmmError::Device {
-            what: "serial input",
-            err,
-        })
-    }
-
     /// Runs every vCPU on its own thread until the VM ends, joins them, then
     /// releases passthrough devices, devices, the VM and guest RAM in order.
     pub fn run(self) -> Result<ExitReason, VmmError> {
-        register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| VmmError::Device {
-            what: "the vCPU kick signal",
+        register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| VmmError::Signal {
+            what: "the vCPU kick signal handler",
             err: std::io::Error::from_raw_os_error(e.errno()),
         })?;
         let Machine {
@@ -138,7 +84,7 @@ impl Machine {
             mem,
             layout: _,
         } = self;
-        exit.catch_stop_signals().map_err(|err| VmmError::Device {
+        exit.catch_stop_signals().map_err(|err| VmmError::Signal {
             what: "the SIGINT/SIGTERM handlers",
             err,
         })?;
@@ -188,9 +134,10 @@ fn run_vcpus(vcpus: Vec<Vcpu>, buses: Arc<Buses>, exit: &Arc<ExitHandle>) -> Exi
     stop.store(true, Ordering::Release);
     for t in threads {
         while !t.is_finished() {
-            // SAFETY: the thread is alive (not finished) and its pthread_t is valid
-            // until joined; the kick handler does nothing but interrupt KVM_RUN.
-            unsafe { libc::pthread_kill(t.as_pthread_t(), SIGRTMIN()) };
+            // The handle is not joined yet, so its pthread_t is valid; the kick
+            // handler does nothing but interrupt KVM_RUN. A thread that ended
+            // meanwhile is seen by is_finished on the next turn.
+            let _ = t.kill(SIGRTMIN());
             std::thread::sleep(Duration::from_millis(5));
         }
         let _ = t.join();
@@ -199,34 +146,3 @@ fn run_vcpus(vcpus: Vec<Vcpu>, buses: Arc<Buses>, exit: &Arc<ExitHandle>) -> Exi
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
-/// Opens the serial console backend.
-pub fn open_console(serial: &SerialConfig) -> Result<Box<dyn std::io::Write + Send>, VmmError> {
-    Ok(match serial {
-        SerialConfig::Stdio => Box::new(std::io::stdout()),
-        SerialConfig::File(path) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|err| VmmError::Device {
-                    what: "the serial output file",
-                    err,
-                })?,
-        ),
-    })
-}
-
-/// Builds the VM described by `config`, boots Linux and runs it to the end.
-pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
-    let console = open_console(&config.serial)?;
-    let mut machine = Machine::new(&config.memory, config.cpus, config.devices.clone(), console)?;
-    for (index, net) in config.net.iter().enumerate() {
-        machine.add_net(net, index)?;
-    }
-    machine.load_linux(config)?;
-    if config.serial == SerialConfig::Stdio {
-        machine.connect_stdin()?;
-    }
-    machine.run()
-}

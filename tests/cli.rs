@@ -26,12 +26,31 @@ fn run_fails(args: &[&str]) -> String {
     stderr
 }
 
-/// A 4 KiB file of zeros standing in for a kernel. Tests run in parallel in
-/// one process, so each names its own file.
-fn fake_kernel(test: &str) -> std::path::PathBuf {
-    let name = format!("vfio-vmm-cli-kernel-{}-{test}", std::process::id());
-    let path = std::env::temp_dir().join(name);
+/// A scratch path for `test`. Tests run in parallel in one process, so each
+/// names its own.
+fn scratch(test: &str) -> std::path::PathBuf {
+    let name = format!("vfio-vmm-cli-{}-{test}", std::process::id());
+    std::env::temp_dir().join(name)
+}
+
+/// A 4 KiB file of zeros: not a kernel.
+fn zeros(test: &str) -> std::path::PathBuf {
+    let path = scratch(test);
     std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    path
+}
+
+/// A file with a bzImage setup header and nothing bootable after it: it
+/// passes the checks made before anything is built, so the run fails later.
+fn fake_kernel(test: &str) -> std::path::PathBuf {
+    let mut image = vec![0u8; 4096];
+    image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    image[0x211] = 1;
+    image[0x238..0x23c].copy_from_slice(&2048u32.to_le_bytes());
+    let path = scratch(test);
+    std::fs::write(&path, image).unwrap();
     path
 }
 
@@ -45,15 +64,28 @@ fn a_missing_kernel_is_named() {
 }
 
 #[test]
+fn the_kernel_is_checked_before_any_device_is_touched() {
+    // No /dev/kvm, no sysfs and no device are needed to get this error:
+    // the configuration is checked before anything is opened.
+    let err = run_fails(&[
+        "--kernel",
+        "/missing",
+        "--device",
+        "0000:01:00.0",
+        "--sysfs-root",
+        "/nonexistent-sysfs",
+    ]);
+    assert!(err.contains("cannot read the kernel /missing"), "{err}");
+}
+
+#[test]
 fn a_kernel_that_is_not_a_bzimage_says_what_to_pass() {
-    let k = fake_kernel("not-bzimage");
+    let k = zeros("not-bzimage");
     let err = run_fails(&["--kernel", k.to_str().unwrap(), "--memory", "64M"]);
-    if !err.contains("/dev/kvm") {
-        assert!(
-            err.contains("is not a bzImage") && err.contains("vmlinuz"),
-            "{err}"
-        );
-    }
+    assert!(
+        err.contains("is not a bzImage") && err.contains("vmlinuz"),
+        "{err}"
+    );
     std::fs::remove_file(k).unwrap();
 }
 
@@ -72,10 +104,32 @@ fn memory_too_small_too_large_or_malformed_is_refused() {
     assert!(
         run_fails(&["--kernel", "/k", "--memory", "512M,hugepage=on"]).contains("hugepages=on|off")
     );
+    // The host's free memory is checked before /dev/kvm is opened.
     let k = fake_kernel("memory");
     let err = run_fails(&["--kernel", k.to_str().unwrap(), "--memory", "65536G"]);
-    if !err.contains("/dev/kvm") {
-        assert!(err.contains("more than the host can give"), "{err}");
+    assert!(err.contains("more than the host can give"), "{err}");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn run_and_host_check_take_the_same_memory_sizes() {
+    let k = fake_kernel("one-size-grammar");
+    for size in ["1T", "1GiB", "4096"] {
+        // run accepts the size and fails later (the host cannot give 1 TiB
+        // here, or the fake kernel does not boot).
+        let err = run_fails(&["--kernel", k.to_str().unwrap(), "--memory", size]);
+        assert!(!err.contains("--memory:"), "{size}: {err}");
+        let out = vfio_vmm(&["host", "check", "--memory", size]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1) && !stderr.contains("invalid value"),
+            "host check --memory {size}: {stderr}"
+        );
+    }
+    for size in ["1X", "16M"] {
+        run_fails(&["--kernel", k.to_str().unwrap(), "--memory", size]);
+        let out = vfio_vmm(&["host", "check", "--memory", size]);
+        assert_eq!(out.status.code(), Some(2), "host check --memory {size}");
     }
     std::fs::remove_file(k).unwrap();
 }
@@ -89,22 +143,92 @@ fn hugepages_without_reserved_pages_say_how_to_reserve_them() {
         "--memory",
         "32G,hugepages=on",
     ]);
-    if !err.contains("/dev/kvm") {
-        assert!(err.contains("nr_hugepages"), "{err}");
-    }
+    assert!(err.contains("nr_hugepages"), "{err}");
     std::fs::remove_file(k).unwrap();
 }
 
 #[test]
-fn a_malformed_mac_or_serial_is_refused() {
-    let out = vfio_vmm(&[
-        "run",
+fn a_malformed_device_mac_or_serial_is_refused() {
+    let err = run_fails(&["--kernel", "/k", "--net", "tap=t0,mac=zz:00:00:00:00:01"]);
+    assert!(err.contains("invalid MAC address"), "{err}");
+    assert!(
+        run_fails(&["--kernel", "/k", "--serial", "pty"]).contains("stdio, null, off or file=PATH")
+    );
+    let err = run_fails(&["--kernel", "/k", "--device", "zz:00"]);
+    assert!(err.contains("malformed PCI address 'zz:00'"), "{err}");
+    let err = run_fails(&["--kernel", "/k", "--serial", "file=/nonexistent/dir/log"]);
+    assert!(err.contains("create the directory"), "{err}");
+}
+
+/// A fake sysfs tree: one IOMMU group and `0000:01:00.0` bound to e1000e.
+fn fake_sysfs(test: &str) -> std::path::PathBuf {
+    let root = scratch(test);
+    let dev = root.join("sys/bus/pci/devices/0000:01:00.0");
+    std::fs::create_dir_all(root.join("sys/kernel/iommu_groups/5/devices")).unwrap();
+    std::fs::create_dir_all(root.join("sys/bus/pci/drivers/e1000e")).unwrap();
+    std::fs::create_dir_all(&dev).unwrap();
+    std::os::unix::fs::symlink("../../drivers/e1000e", dev.join("driver")).unwrap();
+    std::os::unix::fs::symlink("../../../../kernel/iommu_groups/5", dev.join("iommu_group"))
+        .unwrap();
+    root
+}
+
+#[test]
+fn run_reads_devices_under_the_sysfs_root_before_opening_kvm() {
+    let k = fake_kernel("sysfs-root");
+    let root = fake_sysfs("sysfs-root-tree");
+    let (k, r) = (k.to_str().unwrap(), root.to_str().unwrap());
+    let err = run_fails(&["--kernel", k, "--device", "01:00.0", "--sysfs-root", r]);
+    assert!(
+        err.contains("0000:01:00.0 is bound to e1000e, not vfio-pci")
+            && err.contains("vfio-vmm host bind 0000:01:00.0"),
+        "{err}"
+    );
+    let err = run_fails(&["--kernel", k, "--device", "02:00.0", "--sysfs-root", r]);
+    assert!(err.contains("no PCI device 0000:02:00.0"), "{err}");
+    let empty = scratch("sysfs-root-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = run_fails(&[
         "--kernel",
-        "/k",
-        "--net",
-        "tap=t0,mac=zz:00:00:00:00:01",
+        k,
+        "--device",
+        "01:00.0",
+        "--sysfs-root",
+        empty.to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid MAC address"));
-    assert!(run_fails(&["--kernel", "/k", "--serial", "pty"]).contains("stdio or file=PATH"));
+    assert!(err.contains("this host has no IOMMU"), "{err}");
+    std::fs::remove_dir_all(root).unwrap();
+    std::fs::remove_dir_all(empty).unwrap();
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn a_json_config_runs_end_to_end_and_bad_fields_are_named() {
+    let k = fake_kernel("json");
+    let file = scratch("json-config.json");
+    let write = |extra: &str| {
+        let json = format!(
+            r#"{{"payload": {{"kernel": {:?}}}, "memory": {{"size": 70368744177664}}{extra}}}"#,
+            k.to_str().unwrap()
+        );
+        std::fs::write(&file, json).unwrap();
+    };
+    let f = file.to_str().unwrap();
+    write("");
+    // The JSON path reaches the builder: 64 TiB is more than this host has.
+    let err = run_fails(&["--config", f]);
+    assert!(err.contains("more than the host can give"), "{err}");
+    write(r#", "vsock": {"cid": 3, "socket": "/tmp/v.sock"}"#);
+    let err = run_fails(&["--config", f]);
+    assert!(
+        err.contains(&format!("--config {f}: vsock is not supported yet")),
+        "{err}"
+    );
+    let err = run_fails(&["--config", f, "--cpus", "2"]);
+    assert!(
+        err.contains("--config cannot be combined with --cpus"),
+        "{err}"
+    );
+    std::fs::remove_file(file).unwrap();
+    std::fs::remove_file(k).unwrap();
 }

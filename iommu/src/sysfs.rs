@@ -108,6 +108,9 @@ impl PciDevice {
     }
 }
 
+/// Environment variable naming the sysfs root when `--sysfs-root` is not given.
+pub const SYSFS_ROOT_ENV: &str = "VFIO_VMM_SYSFS_ROOT";
+
 /// Root of the sysfs/procfs tree all host tooling reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sysfs {
@@ -118,6 +121,19 @@ impl Sysfs {
     /// A view of the tree under `root` (`/` for the running kernel).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Sysfs { root: root.into() }
+    }
+
+    /// The tree `vfio-vmm run` and `vfio-vmm host` read: `--sysfs-root DIR` if
+    /// given, else `$VFIO_VMM_SYSFS_ROOT`, else `/`.
+    pub fn from_env(sysfs_root: Option<PathBuf>) -> Self {
+        let root = sysfs_root
+            .or_else(|| {
+                std::env::var_os(SYSFS_ROOT_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("/"));
+        Sysfs::new(root)
     }
 
     /// The root directory.

@@ -19,7 +19,7 @@ const HEADER_TYPE_MULTIFUNCTION: u8 = 0x80;
 #[derive(Debug, Error)]
 pub enum BusError {
     /// Every slot is taken.
-    #[error("all {DEVICES_PER_BUS} PCI slots are taken")]
+    #[error("all {DEVICES_PER_BUS} PCI slots are taken: use fewer devices")]
     Full,
     /// The slot number is 32 or more.
     #[error("there is no PCI slot {0}")]
@@ -113,15 +113,22 @@ impl PciBus {
         self.reserved_io.push(window);
     }
 
-    /// Plugs `device` into the first free slot and returns its address.
-    pub fn add_device(&mut self, device: Box<dyn PciDevice>) -> Result<PciAddress, BusError> {
+    /// The address of the first free slot: the one search for a free slot, for
+    /// devices that must know their address before they are built.
+    pub fn free_address(&self) -> Result<PciAddress, BusError> {
         let slot = self
             .slots
             .iter()
             .position(Option::is_none)
             .ok_or(BusError::Full)?;
         // Fewer than 32 slots: fits a u8.
-        self.add_device_at(slot as u8, device)
+        Ok(PciAddress::new(0, slot as u8, 0)?)
+    }
+
+    /// Plugs `device` into the first free slot and returns its address.
+    pub fn add_device(&mut self, device: Box<dyn PciDevice>) -> Result<PciAddress, BusError> {
+        let address = self.free_address()?;
+        self.add_device_at(address.device(), device)
     }
 
     /// Plugs `device` into slot `slot` (device number) as function 0.

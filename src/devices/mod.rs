@@ -3,7 +3,7 @@
 pub mod bus;
 pub mod cmos;
 pub mod legacy;
-pub mod pci;
+pub mod pci_root;
 pub mod serial;
 pub mod vfio;
 pub mod virtio;

@@ -1,13 +1,16 @@
-//! PCI passthrough glue: `--device BDF` strings become VFIO devices on the
-//! PCI bus. This file owns the KVM side of it (BAR mappings as KVM memory
-//! slots from slot 16 up, [`KvmBarMapper`] in `vfio/kvm.rs`), the adapter that
-//! lets the pci crate's device logic drive a real VFIO device ([`HostDevice`]
-//! in `vfio/host.rs`), and [`VfioPassthrough`], which runs the steps in the order the VMM needs them
+//! PCI passthrough glue: the devices of [`crate::config::DeviceConfig`]
+//! become VFIO devices on the PCI bus. This file owns the KVM side of it (BAR
+//! mappings as KVM memory slots from slot 16 up, [`KvmBarMapper`] in
+//! `vfio/kvm.rs`), the adapter that lets the pci crate's device logic drive a
+//! real VFIO device ([`VfioAdapter`] in `vfio/adapter.rs`), and
+//! [`VfioPassthrough`], which runs the steps in the order the VMM needs them
 //! and releases everything in order at exit.
 //!
 //! Calls, in order (all before the guest starts, except the last two):
+//! 0. [`CheckedDevices::check`] before anything is opened (even /dev/kvm):
+//!    the sysfs checks of every device;
 //! 1. [`VfioPassthrough::open`] once the KVM VM exists and before guest RAM
-//!    is laid out: sysfs checks, container, devices, IOVA limits;
+//!    is laid out: container, devices, IOVA limits;
 //! 2. [`VfioPassthrough::plan_layout`] for RAM regions and the 64-bit window;
 //! 3. [`VfioPassthrough::check_memlock`] before allocating RAM;
 //! 4. [`VfioPassthrough::map_guest_memory`] once RAM exists;
@@ -16,7 +19,6 @@
 //! 7. at exit, after the vCPUs stopped: [`VfioPassthrough::report`], then
 //!    [`VfioPassthrough::shutdown`] (also run on drop), before guest RAM is dropped.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use iommu::size::format_size;
@@ -25,7 +27,7 @@ use iommu::vfio::{
     preflight, Container, ContainerError, DeviceHandle, GuestLayout, IovaConstraints, LayoutError,
     LayoutRequest, MemlockError, PlannedDevice, PreflightError,
 };
-use iommu::{Bdf, BdfError};
+use iommu::Bdf;
 use kvm_ioctls::VmFd;
 use log::{info, warn};
 use pci::vfio::{
@@ -35,13 +37,14 @@ use pci::vfio::{
 use pci::{BarPlacement, BusError, InterruptManager, PciAddress, PciBus};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
+use crate::config::DeviceConfig;
 use crate::layout;
 use crate::memory::GuestMemory;
 
-mod host;
+mod adapter;
 mod kvm;
 
-pub use host::HostDevice;
+pub use adapter::VfioAdapter;
 pub use kvm::{KvmBarMapper, FIRST_BAR_SLOT};
 
 /// Alignment of the 64-bit PCI window.
@@ -54,17 +57,6 @@ const RAM_GRANULE: u64 = 2 << 20;
 /// Errors setting up passthrough, each meant to be shown as is.
 #[derive(Debug, thiserror::Error)]
 pub enum VfioSetupError {
-    /// A `--device` value could not be understood.
-    #[error("--device {text}: {reason}")]
-    BadSpec {
-        /// The value given.
-        text: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A BDF is malformed.
-    #[error("--device: {0}")]
-    Bdf(#[from] BdfError),
     /// A sysfs check failed.
     #[error(transparent)]
     Preflight(#[from] PreflightError),
@@ -98,7 +90,7 @@ pub enum VfioSetupError {
         window_size: u64,
     },
     /// The PCI bus refused the device.
-    #[error("{bdf}: cannot add to the PCI bus")]
+    #[error("{bdf}: cannot add to the PCI bus: {source}")]
     Bus {
         /// Host device.
         bdf: Bdf,
@@ -121,44 +113,27 @@ pub enum VfioSetupError {
     },
 }
 
-/// One `--device` value: a host PCI function and its options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VfioDeviceSpec {
-    /// Host address.
-    pub bdf: Bdf,
-    /// Options (`rombar=off`).
-    pub options: VfioPciOptions,
+/// Devices that passed the sysfs checks, not yet opened.
+pub struct CheckedDevices {
+    /// What the user asked for, in order.
+    specs: Vec<DeviceConfig>,
+    /// The devices with their groups, parallel to `specs`.
+    planned: Vec<PlannedDevice>,
+    /// The tree they were checked in (IOVA reserved regions are read there too).
+    sysfs: Sysfs,
 }
 
-impl VfioDeviceSpec {
-    /// Parses `BDF[,rombar=on|off]`, where BDF is `0000:01:00.0`, `01:00.0`
-    /// or `/sys/bus/pci/devices/0000:01:00.0`.
-    pub fn parse(text: &str) -> Result<Self, VfioSetupError> {
-        let mut parts = text.split(',');
-        let first = parts.next().unwrap_or_default().trim();
-        let name = if first.starts_with('/') {
-            Path::new(first.trim_end_matches('/'))
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        } else {
-            first.to_string()
-        };
-        let bdf: Bdf = name.parse()?;
-        let mut options = VfioPciOptions::default();
-        for opt in parts {
-            match opt.trim() {
-                "rombar=off" | "rombar=0" => options.rombar = false,
-                "rombar=on" | "rombar=1" => options.rombar = true,
-                other => {
-                    return Err(VfioSetupError::BadSpec {
-                        text: text.to_string(),
-                        reason: format!("unknown option '{other}' (known: rombar=on|off)"),
-                    })
-                }
-            }
-        }
-        Ok(VfioDeviceSpec { bdf, options })
+impl CheckedDevices {
+    /// Step 0: checks every device from sysfs (under `sysfs`, `/` on a real
+    /// host): IOMMU, device, driver, group viability, group node, holders.
+    /// Opens nothing.
+    pub fn check(specs: &[DeviceConfig], sysfs: &Sysfs) -> Result<Self, VfioSetupError> {
+        let bdfs: Vec<Bdf> = specs.iter().map(|s| s.bdf).collect();
+        Ok(CheckedDevices {
+            planned: preflight(sysfs, &bdfs)?,
+            specs: specs.to_vec(),
+            sysfs: sysfs.clone(),
+        })
     }
 }
 
@@ -180,7 +155,7 @@ struct Attached {
 /// container (the kernel refuses to unset a container with open devices).
 pub struct VfioPassthrough {
     /// What the user asked for, in order.
-    specs: Vec<VfioDeviceSpec>,
+    specs: Vec<DeviceConfig>,
     /// Checked devices with their groups.
     planned: Vec<PlannedDevice>,
     /// Devices on the bus.
@@ -198,16 +173,14 @@ pub struct VfioPassthrough {
 }
 
 impl VfioPassthrough {
-    /// Step 1: checks every device from sysfs (under `sysfs`, `/` on a real
-    /// host), creates KVM's VFIO device and the container, opens the
-    /// devices and reads the IOVA limits. With no specs nothing is opened.
-    pub fn open(
-        vm: Arc<VmFd>,
-        specs: Vec<VfioDeviceSpec>,
-        sysfs: &Sysfs,
-    ) -> Result<Self, VfioSetupError> {
-        let bdfs: Vec<Bdf> = specs.iter().map(|s| s.bdf).collect();
-        let planned = preflight(sysfs, &bdfs)?;
+    /// Step 1: creates KVM's VFIO device and the container, opens the
+    /// checked devices and reads the IOVA limits. With no devices nothing is opened.
+    pub fn open(vm: Arc<VmFd>, checked: CheckedDevices) -> Result<Self, VfioSetupError> {
+        let CheckedDevices {
+            specs,
+            planned,
+            sysfs,
+        } = checked;
         let mut this = VfioPassthrough {
             specs,
             planned,
@@ -230,7 +203,7 @@ impl VfioPassthrough {
         for group in groups {
             this.constraints
                 .reserved
-                .extend(iommu::vfio::iova::reserved_regions(sysfs, group)?);
+                .extend(iommu::vfio::iova::reserved_regions(&sysfs, group)?);
         }
         this.constraints.valid = container.iova_ranges()?;
         this.container = Some(container);
@@ -314,18 +287,11 @@ impl VfioPassthrough {
     ) -> Result<Vec<PciAddress>, VfioSetupError> {
         let mut addresses = Vec::new();
         for (handle, spec) in self.handles.iter().zip(&self.specs) {
-            let taken = bus.addresses();
-            let slot = (0u8..32)
-                .find(|d| !taken.iter().any(|a| a.device() == *d))
-                .ok_or(VfioSetupError::Bus {
-                    bdf: spec.bdf,
-                    source: BusError::Full,
-                })?;
-            let address = PciAddress::new(0, slot, 0).map_err(|e| VfioSetupError::Bus {
+            let address = bus.free_address().map_err(|source| VfioSetupError::Bus {
                 bdf: spec.bdf,
-                source: e.into(),
+                source,
             })?;
-            let ops: Arc<dyn VfioDeviceOps> = Arc::new(HostDevice(Arc::clone(handle)));
+            let ops: Arc<dyn VfioDeviceOps> = Arc::new(VfioAdapter(Arc::clone(handle)));
             let device = VfioPciDevice::attach(
                 ops,
                 AttachContext {
@@ -333,7 +299,9 @@ impl VfioPassthrough {
                     address,
                     interrupts: irqs,
                     mapper: self.mapper.clone(),
-                    options: spec.options,
+                    options: VfioPciOptions {
+                        rombar: spec.rombar,
+                    },
                 },
             )?;
             check_bars_fit(bus, &device, spec.bdf)?;
@@ -343,7 +311,7 @@ impl VfioPassthrough {
                 bars: device.bar_handle(),
                 stats: device.stats(),
             };
-            bus.add_device_at(slot, Box::new(device))
+            bus.add_device_at(address.device(), Box::new(device))
                 .map_err(|source| VfioSetupError::Bus {
                     bdf: spec.bdf,
                     source,
@@ -435,36 +403,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn device_specs_accept_bdfs_sysfs_paths_and_rombar() {
-        let s = VfioDeviceSpec::parse("0000:01:00.0").unwrap();
-        assert_eq!(s.bdf.to_string(), "0000:01:00.0");
-        assert!(s.options.rombar);
-        let s = VfioDeviceSpec::parse("/sys/bus/pci/devices/0000:02:00.1/,rombar=off").unwrap();
-        assert_eq!(s.bdf.to_string(), "0000:02:00.1");
-        assert!(!s.options.rombar);
-        assert_eq!(
-            VfioDeviceSpec::parse("3:00.0").unwrap().bdf.to_string(),
-            "0000:03:00.0"
-        );
-        let err = VfioDeviceSpec::parse("01:00.0,x=1")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown option 'x=1'"), "{err}");
-        assert!(VfioDeviceSpec::parse("/sys/bus/pci/devices/").is_err());
-    }
-
-    #[test]
+    #[ignore = "needs /dev/kvm (scripts/test.sh runs it)"]
     fn without_devices_nothing_is_opened_and_the_layout_is_the_usual_one() {
-        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-            eprintln!("skipped: no /dev/kvm");
-            return;
-        };
-        let Ok(vm) = kvm.create_vm() else {
-            eprintln!("skipped: cannot create a VM");
-            return;
-        };
-        let vfio =
-            VfioPassthrough::open(Arc::new(vm), Vec::new(), &Sysfs::new("/nonexistent")).unwrap();
+        let kvm = kvm_ioctls::Kvm::new().expect("this test needs /dev/kvm");
+        let vm = kvm.create_vm().expect("cannot create a KVM VM");
+        let checked = CheckedDevices::check(&[], &Sysfs::new("/nonexistent")).unwrap();
+        let vfio = VfioPassthrough::open(Arc::new(vm), checked).unwrap();
         assert!(vfio.is_empty());
         let l = vfio.plan_layout(5 << 30).unwrap();
         assert_eq!(l.ram, layout::ram_regions(5 << 30));

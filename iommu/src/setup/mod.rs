@@ -24,8 +24,7 @@ use std::path::PathBuf;
 use crate::sysfs::Sysfs;
 use kernel::{HostKernel, Kernel};
 
-/// Environment variable overriding the sysfs root.
-pub const SYSFS_ROOT_ENV: &str = "VFIO_VMM_SYSFS_ROOT";
+pub use crate::sysfs::SYSFS_ROOT_ENV;
 /// Environment variable overriding the state directory.
 pub const STATE_DIR_ENV: &str = "VFIO_VMM_STATE_DIR";
 
@@ -42,14 +41,7 @@ pub struct Host {
 impl Host {
     /// The host as configured by `--sysfs-root` (if given) and the environment.
     pub fn from_env(sysfs_root: Option<PathBuf>) -> Self {
-        let root = sysfs_root
-            .or_else(|| {
-                std::env::var_os(SYSFS_ROOT_ENV)
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            })
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let sysfs = Sysfs::new(root);
+        let sysfs = Sysfs::from_env(sysfs_root);
         let state_dir = std::env::var_os(STATE_DIR_ENV)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)

@@ -8,7 +8,7 @@
 //! | `common_cfg.rs` | the common configuration structure: features, queue setup, the device status state machine |
 //! | `interrupt.rs` | [`VirtioInterrupts`]: MSI-X vectors per queue, ISR status and the INTx fallback, NEEDS_RESET |
 //! | `queue.rs` | bounded, checked copies between guest descriptor chains and host buffers |
-//! | `net.rs` | [`NetConfig`] (`--net`), [`Net`]: features, config space, starting the worker |
+//! | `net.rs` | [`Net`]: features, config space, starting the worker |
 //! | `tap.rs` | [`Tap`]: opening or creating a tap with a virtio-net header, offloads |
 //! | `worker.rs` | the per-device thread moving frames between the queues and the tap |
 //! | `tests.rs`, `net_tests.rs` | transport tests with fakes; virtio-net end to end on a real tap |
@@ -42,10 +42,11 @@ use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::config::NetConfig;
 use crate::memory::GuestMemory;
 
 pub use interrupt::VirtioInterrupts;
-pub use net::{MacAddress, Net, NetConfig, NetError};
+pub use net::{Net, NetError};
 pub use pci_transport::{TransportError, VirtioPciDevice};
 pub use tap::{Tap, TapError};
 

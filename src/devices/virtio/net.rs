@@ -1,14 +1,11 @@
-//! virtio-net on a tap: the `--net tap=NAME[,mac=MAC]` option
-//! ([`NetConfig`]), MAC addresses, and the device model [`Net`] — the
+//! virtio-net on a tap: the device model [`Net`] for a
+//! [`NetConfig`] (parsed in `config::net`) — the
 //! features it offers (checksum and TSO offloads in both directions, the
 //! guest-bound ones only if the tap accepts them), its configuration space
 //! (MAC, link up) and the worker it starts on DRIVER_OK.
 //!
 //! One receive queue (0) and one transmit queue (1); no control queue, no
 //! mergeable receive buffers: a guest that accepts TSO posts 64 KiB buffers.
-
-use std::fmt;
-use std::str::FromStr;
 
 use thiserror::Error;
 use virtio_bindings::virtio_net::{
@@ -21,6 +18,7 @@ use virtio_queue::QueueT;
 use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
 use super::worker::{NetWorker, WorkerHandle};
 use super::{ActivateContext, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1};
+use crate::config::{MacAddress, NetConfig};
 
 /// Virtio device type of a network card.
 pub const NET_DEVICE_TYPE: u16 = 1;
@@ -45,20 +43,9 @@ const BASE_FEATURES: u64 = F_VERSION_1
 const GUEST_OFFLOADS: u64 =
     bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6);
 
-/// Errors of the `--net` option and of building a virtio-net device.
+/// Errors building a virtio-net device.
 #[derive(Debug, Error)]
 pub enum NetError {
-    /// The option text is not `tap=NAME[,mac=MAC]`.
-    #[error("--net {text:?}: {why} (expected tap=NAME[,mac=MAC])")]
-    Syntax {
-        /// The option as given.
-        text: String,
-        /// What is wrong.
-        why: String,
-    },
-    /// The MAC address is malformed or not a unicast address.
-    #[error("invalid MAC address {0:?}: expected six hex bytes like 02:00:00:00:00:01, unicast, not all zero")]
-    BadMac(String),
     /// The tap could not be opened or configured.
     #[error(transparent)]
     Tap(#[from] TapError),
@@ -73,108 +60,6 @@ const _: fn() = || {
     fn error_that_crosses_threads<T: std::error::Error + Send + Sync + 'static>() {}
     error_that_crosses_threads::<NetError>();
 };
-
-/// A MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MacAddress(pub [u8; 6]);
-
-impl MacAddress {
-    /// The default address of the `index`th NIC: locally administered,
-    /// unicast, the same for the same index on every run.
-    pub fn default_for(index: usize) -> Self {
-        // Truncations intended: the low 24 bits of the index.
-        MacAddress([
-            0x02,
-            0x76,
-            0x66,
-            (index >> 16) as u8,
-            (index >> 8) as u8,
-            index as u8,
-        ])
-    }
-}
-
-impl FromStr for MacAddress {
-    type Err = NetError;
-
-    fn from_str(s: &str) -> Result<Self, NetError> {
-        let bad = || NetError::BadMac(s.to_string());
-        let mut bytes = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in &mut bytes {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() || bytes[0] & 1 != 0 || bytes == [0; 6] {
-            return Err(bad());
-        }
-        Ok(MacAddress(bytes))
-    }
-}
-
-impl fmt::Display for MacAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-/// One `--net` option.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetConfig {
-    /// Tap interface name.
-    pub tap: String,
-    /// MAC address given with `mac=`, if any.
-    pub mac: Option<MacAddress>,
-}
-
-impl NetConfig {
-    /// Parses `tap=NAME[,mac=MAC]`.
-    pub fn parse(text: &str) -> Result<Self, NetError> {
-        let syntax = |why: &str| NetError::Syntax {
-            text: text.to_string(),
-            why: why.to_string(),
-        };
-        let mut tap = None;
-        let mut mac = None;
-        for item in text.split(',') {
-            let (key, value) = item
-                .split_once('=')
-                .ok_or_else(|| syntax(&format!("{item:?} is not key=value")))?;
-            match key {
-                "tap" if tap.is_none() => {
-                    super::tap::check_name(value)?;
-                    tap = Some(value.to_string());
-                }
-                "mac" if mac.is_none() => mac = Some(value.parse()?),
-                "tap" | "mac" => return Err(syntax(&format!("{key} given twice"))),
-                _ => return Err(syntax(&format!("unknown key {key:?}"))),
-            }
-        }
-        let tap = tap.ok_or_else(|| syntax("tap=NAME is missing"))?;
-        Ok(NetConfig { tap, mac })
-    }
-
-    /// The MAC of this NIC when it is the `index`th `--net`.
-    pub fn mac_for(&self, index: usize) -> MacAddress {
-        self.mac.unwrap_or_else(|| MacAddress::default_for(index))
-    }
-}
-
-impl FromStr for NetConfig {
-    type Err = NetError;
-
-    fn from_str(s: &str) -> Result<Self, NetError> {
-        NetConfig::parse(s)
-    }
-}
 
 /// The virtio-net device model.
 pub struct Net {
@@ -314,75 +199,6 @@ impl Drop for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_tap_and_mac() {
-        let c = NetConfig::parse("tap=vnet0,mac=02:aa:BB:cc:dd:0e").unwrap();
-        assert_eq!(c.tap, "vnet0");
-        assert_eq!(c.mac, Some(MacAddress([2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e])));
-        assert_eq!(c.mac_for(5).to_string(), "02:aa:bb:cc:dd:0e");
-        let c: NetConfig = "tap=t1".parse().unwrap();
-        assert_eq!(
-            c,
-            NetConfig {
-                tap: "t1".into(),
-                mac: None
-            }
-        );
-    }
-
-    #[test]
-    fn malformed_macs_are_errors() {
-        for mac in [
-            "",
-            "02:00:00:00:00",
-            "02:00:00:00:00:00:00",
-            "02-00-00-00-00-01",
-            "0g:00:00:00:00:01",
-            "2:00:00:00:00:01",
-            "01:00:5e:00:00:01",
-            "00:00:00:00:00:00",
-            "02:00:00:00:00:+1",
-        ] {
-            let err = NetConfig::parse(&format!("tap=t,mac={mac}")).unwrap_err();
-            assert!(matches!(err, NetError::BadMac(_)), "{mac:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn bad_option_text_is_an_error() {
-        for text in [
-            "",
-            "mac=02:00:00:00:00:01",
-            "tap",
-            "tap=a,tap=b",
-            "tap=a,speed=10",
-            "tap=a,",
-        ] {
-            assert!(
-                matches!(NetConfig::parse(text), Err(NetError::Syntax { .. })),
-                "{text:?}"
-            );
-        }
-        assert!(matches!(
-            NetConfig::parse("tap=a/b"),
-            Err(NetError::Tap(TapError::BadName(_)))
-        ));
-    }
-
-    #[test]
-    fn default_macs_are_deterministic_local_unicast_and_distinct() {
-        let a = MacAddress::default_for(0);
-        assert_eq!(a, MacAddress::default_for(0));
-        assert_ne!(a, MacAddress::default_for(1));
-        assert_eq!(a.0[0] & 0x03, 0x02, "locally administered, unicast");
-        assert_eq!(
-            MacAddress::default_for(0x0102).to_string(),
-            "02:76:66:00:01:02"
-        );
-        let c = NetConfig::parse("tap=t").unwrap();
-        assert_eq!(c.mac_for(3), MacAddress::default_for(3));
-    }
 
     #[test]
     fn tap_offloads_follow_the_guest_features() {

@@ -17,7 +17,7 @@ use nix::sys::socket::{
 use pci::PciAddress;
 use vm_memory::{Bytes, GuestAddress};
 
-use super::net::{MacAddress, Net};
+use super::net::Net;
 use super::pci_transport::{VirtioPciDevice, DEVICE_OFFSET, NOTIFY_OFFSET};
 use super::tap::Tap;
 use super::tests::{
@@ -25,6 +25,7 @@ use super::tests::{
     Fired,
 };
 use super::{F_EVENT_IDX, F_VERSION_1, STATUS_NEEDS_RESET};
+use crate::config::MacAddress;
 use crate::memory::GuestMemory;
 
 /// Our experimental EtherType, so that stray IPv6 chatter is easy to skip.

@@ -257,20 +257,9 @@ impl AsRawFd for Tap {
     }
 }
 
-/// Checks that `name` is a usable interface name.
+/// Checks that `name` is a usable interface name (the rule lives in `config::net`).
 pub fn check_name(name: &str) -> Result<(), TapError> {
-    let bad = name.is_empty()
-        || name.len() > MAX_NAME_LEN
-        || name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace() || c == ',');
-    if bad {
-        Err(TapError::BadName(name.to_string()))
-    } else {
-        Ok(())
-    }
+    crate::config::net::check_tap_name(name).map_err(|_| TapError::BadName(name.to_string()))
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use iommu::setup::bind::{bind, unbind, BindError, Outcome};
 use iommu::setup::check::{check, CheckOptions};
 use iommu::setup::list::list;
 use iommu::setup::Host;
-use iommu::size::{parse_size, SizeError};
 use iommu::Bdf;
+use vfio_vmm::config::{ConfigError, MemoryConfig};
 
 /// Host preparation commands.
 #[derive(Debug, Clone, Subcommand)]
@@ -26,7 +26,7 @@ pub enum HostCommand {
     /// with the fix. Exits 0 only when nothing fails (and the given devices are ready).
     Check {
         /// Guest RAM to check RLIMIT_MEMLOCK and hugepages against, as given to
-        /// `run --memory`: MiB, or with a K/M/G/T suffix (4096, 8G).
+        /// `run --memory` (same grammar): MiB, or with a K/M/G/T suffix (4096, 8G).
         #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
         memory: Option<u64>,
         /// Devices to check for assignment, as 0000:01:00.0 or 01:00.0.
@@ -61,9 +61,9 @@ pub enum HostCommand {
     },
 }
 
-/// The SIZE part of a `run --memory` value; options after a comma do not matter here.
-fn parse_memory(text: &str) -> Result<u64, SizeError> {
-    parse_size(text.split(',').next().unwrap_or(text))
+/// A `run --memory` value, parsed by `run`'s own parser; only its size matters here.
+fn parse_memory(text: &str) -> Result<u64, ConfigError> {
+    MemoryConfig::parse(text).map(|m| m.size)
 }
 
 /// Runs `cmd`, printing results to stdout and errors to stderr; returns the exit status

@@ -1,5 +1,5 @@
 //! The adapter that lets the pci crate's VFIO device logic drive a real
-//! VFIO device: [`HostDevice`] implements `pci::vfio::VfioDeviceOps` over an
+//! VFIO device: [`VfioAdapter`] implements `pci::vfio::VfioDeviceOps` over an
 //! `iommu::vfio::DeviceHandle` (the orphan rule keeps it out of both crates).
 
 use std::io;
@@ -22,7 +22,7 @@ fn ops_error(e: DeviceError) -> VfioOpsError {
 }
 
 /// A real VFIO device as the pci crate's device logic sees it.
-pub struct HostDevice(pub Arc<DeviceHandle>);
+pub struct VfioAdapter(pub Arc<DeviceHandle>);
 
 /// A host mapping of part of a BAR.
 struct HostArea(RegionMmap);
@@ -37,7 +37,7 @@ impl MappedArea for HostArea {
     }
 }
 
-impl VfioDeviceOps for HostDevice {
+impl VfioDeviceOps for VfioAdapter {
     fn region(&self, index: u32) -> Option<RegionInfo> {
         let r = self.0.region(index)?;
         Some(RegionInfo {

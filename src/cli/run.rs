@@ -1,0 +1,275 @@
+//! `vfio-vmm run`: its options, or a JSON file with `--config`, become a
+//! validated `VmConfig` (all grammar lives in `vfio_vmm::config`); then the
+//! builder assembles the machine and the vmm runs it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use vfio_vmm::builder::{self, BuildError};
+use vfio_vmm::config::payload::DEFAULT_CMDLINE;
+use vfio_vmm::config::{
+    check_cpus, ConfigError, DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, SerialConfig,
+    VmConfig,
+};
+use vfio_vmm::vmm::VmmError;
+
+use crate::terminal;
+
+/// Options of `vfio-vmm run`.
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
+    /// Read the whole VM from a JSON file (cloud-hypervisor's VmConfig, see the README)
+    /// instead of the options below, which may then not be given.
+    #[arg(long, value_name = "FILE.json")]
+    config: Option<PathBuf>,
+    /// The guest kernel (bzImage).
+    #[arg(long, required_unless_present = "config")]
+    kernel: Option<PathBuf>,
+    /// An initramfs for the guest.
+    #[arg(long)]
+    initramfs: Option<PathBuf>,
+    /// The kernel command line [default: console=ttyS0].
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Number of vCPUs [default: 1].
+    #[arg(long)]
+    cpus: Option<u64>,
+    /// Guest RAM: SIZE[,hugepages=on][,mergeable=on], SIZE with K, M, G or T (bare numbers are MiB) [default: 512M].
+    #[arg(long)]
+    memory: Option<String>,
+    /// Serial console: stdio, null (discard), off (no port) or file=PATH [default: stdio].
+    #[arg(long)]
+    serial: Option<String>,
+    /// A virtio-net NIC on a tap (created if missing); repeat for more NICs.
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC][,id=ID]")]
+    net: Vec<String>,
+    /// A host PCI device to pass through (BDF or /sys/bus/pci/devices/BDF, `,rombar=off` hides its ROM); repeatable.
+    #[arg(long = "device", value_name = "BDF[,rombar=off][,id=ID]")]
+    device: Vec<String>,
+}
+
+/// Why `run` did not get to run the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The options do not make a valid VM.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--config` given with VM options.
+    #[error("--config cannot be combined with {0}: put these settings in the JSON file, or drop --config")]
+    Mixed(String),
+    /// The JSON file cannot be read.
+    #[error("cannot read --config {path}: {err}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        err: std::io::Error,
+    },
+    /// The JSON file does not make a valid VM.
+    #[error("--config {path}: {err}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        err: ConfigError,
+    },
+    /// The machine could not be assembled.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The vCPUs could not be started.
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
+}
+
+impl RunArgs {
+    /// The VM these options describe, validated.
+    pub fn into_config(self) -> Result<VmConfig, RunError> {
+        if let Some(path) = self.config.clone() {
+            return self.read_config_file(path);
+        }
+        let config = VmConfig {
+            payload: PayloadConfig {
+                kernel: self.kernel.unwrap_or_default(),
+                initramfs: self.initramfs,
+                cmdline: self.cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.into()),
+            },
+            cpus: check_cpus(self.cpus.unwrap_or(1))?,
+            memory: self
+                .memory
+                .as_deref()
+                .map_or(Ok(MemoryConfig::default()), MemoryConfig::parse)?,
+            serial: self
+                .serial
+                .as_deref()
+                .map_or(Ok(SerialConfig::Stdio), SerialConfig::parse)?,
+            devices: self
+                .device
+                .iter()
+                .map(|d| DeviceConfig::parse(d))
+                .collect::<Result<_, _>>()?,
+            net: self
+                .net
+                .iter()
+                .map(|n| NetConfig::parse(n))
+                .collect::<Result<_, _>>()?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// `--config FILE`, refusing any VM option beside it.
+    fn read_config_file(self, path: PathBuf) -> Result<VmConfig, RunError> {
+        let given: Vec<&str> = [
+            ("--kernel", self.kernel.is_some()),
+            ("--initramfs", self.initramfs.is_some()),
+            ("--cmdline", self.cmdline.is_some()),
+            ("--cpus", self.cpus.is_some()),
+            ("--memory", self.memory.is_some()),
+            ("--serial", self.serial.is_some()),
+            ("--net", !self.net.is_empty()),
+            ("--device", !self.device.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect();
+        if !given.is_empty() {
+            return Err(RunError::Mixed(given.join(", ")));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|err| RunError::ReadConfig {
+            path: path.clone(),
+            err,
+        })?;
+        VmConfig::from_json(&text).map_err(|err| RunError::Json { path, err })
+    }
+}
+
+/// Builds and runs the VM; passthrough devices are looked up under
+/// `sysfs_root` (else `$VFIO_VMM_SYSFS_ROOT`, else `/`).
+pub fn run(args: RunArgs, sysfs_root: Option<PathBuf>) -> ExitCode {
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let sysfs = iommu::sysfs::Sysfs::from_env(sysfs_root);
+    let _tty = (config.serial == SerialConfig::Stdio)
+        .then(terminal::RawStdin::enter)
+        .flatten();
+    let result = builder::build(&config, &sysfs)
+        .map_err(RunError::from)
+        .and_then(|machine| Ok(machine.run()?));
+    match result {
+        Ok(reason) => {
+            let status = reason.status();
+            if status == 0 {
+                log::info!("{}", reason.describe());
+            } else {
+                eprintln!("vfio-vmm: {}", reason.describe());
+            }
+            ExitCode::from(status as u8)
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("vfio-vmm: error: {e}");
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// A file with a bzImage setup header, enough for validation.
+    fn fake_bzimage(name: &str) -> PathBuf {
+        let mut image = vec![0u8; 4096];
+        image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        image[0x211] = 1;
+        image[0x238..0x23c].copy_from_slice(&2048u32.to_le_bytes());
+        let path = std::env::temp_dir().join(format!("vfio-vmm-run-{}-{name}", std::process::id()));
+        std::fs::write(&path, image).unwrap();
+        path
+    }
+
+    fn args(argv: &[&str]) -> RunArgs {
+        let mut all = vec!["vfio-vmm", "run"];
+        all.extend_from_slice(argv);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Run(args) => args,
+            _ => unreachable!("parsed run"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_and_json_give_the_same_config() {
+        let k = fake_bzimage("same");
+        let k = k.to_str().unwrap();
+        let from_cli = args(&[
+            "--kernel",
+            k,
+            "--cmdline",
+            "console=ttyS0 quiet",
+            "--cpus",
+            "2",
+            "--memory",
+            "1G,hugepages=on",
+            "--serial",
+            "file=/tmp/vfio-vmm-serial.log",
+            "--device",
+            "01:00.0,rombar=off,id=gpu",
+            "--device",
+            "/sys/bus/pci/devices/0000:02:00.0",
+            "--net",
+            "tap=tap0,mac=02:00:00:00:00:01,id=net0",
+            "--net",
+            "tap=tap1",
+        ])
+        .into_config()
+        .unwrap();
+        let json = format!(
+            r#"{{
+              "payload": {{"kernel": "{k}", "cmdline": "console=ttyS0 quiet"}},
+              "cpus": {{"boot_vcpus": 2, "max_vcpus": 2}},
+              "memory": {{"size": 1073741824, "hugepages": true}},
+              "serial": {{"mode": "File", "file": "/tmp/vfio-vmm-serial.log"}},
+              "devices": [{{"path": "/sys/bus/pci/devices/0000:01:00.0", "id": "gpu", "rombar": false}},
+                          {{"path": "/sys/bus/pci/devices/0000:02:00.0"}}],
+              "net": [{{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}}, {{"tap": "tap1"}}]
+            }}"#
+        );
+        assert_eq!(VmConfig::from_json(&json), Ok(from_cli.clone()));
+        let file = PathBuf::from(format!("{k}.json"));
+        std::fs::write(&file, from_cli.to_json()).unwrap();
+        let from_file = args(&["--config", file.to_str().unwrap()]).into_config();
+        assert_eq!(from_file.unwrap(), from_cli);
+        std::fs::remove_file(file).unwrap();
+        std::fs::remove_file(k).unwrap();
+    }
+
+    #[test]
+    fn config_is_not_mixed_with_vm_options() {
+        let err = args(&[
+            "--config", "/x.json", "--memory", "1G", "--device", "01:00.0",
+        ])
+        .into_config()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "--config cannot be combined with --memory, --device: put these settings in the JSON file, or drop --config"
+        );
+        let err = args(&["--config", "/nonexistent.json"])
+            .into_config()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read --config /nonexistent.json"),
+            "{err}"
+        );
+    }
+}

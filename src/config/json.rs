@@ -1,0 +1,512 @@
+//! The JSON form of a [`VmConfig`]: cloud-hypervisor's `VmConfig` (field
+//! names and units of its OpenAPI schema), because that is what orchestrators
+//! such as Kata send. `vfio-vmm run --config FILE` reads it; the control API
+//! will too.
+//!
+//! ```json
+//! {
+//!   "payload": {"kernel": "/boot/bzImage", "cmdline": "console=ttyS0", "initramfs": "/boot/initrd"},
+//!   "cpus": {"boot_vcpus": 2, "max_vcpus": 2},
+//!   "memory": {"size": 536870912, "hugepages": false, "mergeable": false},
+//!   "serial": {"mode": "Tty"},
+//!   "devices": [{"path": "/sys/bus/pci/devices/0000:01:00.0", "id": "nic0"}],
+//!   "net": [{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}]
+//! }
+//! ```
+//!
+//! Defaults follow cloud-hypervisor: 1 vCPU, 512 MiB, an empty command line,
+//! serial `Null` (port present, output discarded). Serial modes: `Tty` (stdio),
+//! `File` (with `file`), `Null`, `Off` (no port). `devices[].rombar: false`
+//! (hide the ROM) is a vfio-vmm extension.
+//!
+//! Fields cloud-hypervisor defines and vfio-vmm does not implement are
+//! accepted and ignored only with a value that changes nothing (null, their
+//! default, an empty list, `console: {"mode": "Off"}`); any other value is
+//! refused as "not supported yet", since it would change the guest (disks,
+//! vsock, rng, ...). Fields cloud-hypervisor does not define are refused.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::device::parse_bdf;
+use super::{check_cpus, check_id, ConfigError, DeviceConfig, MemoryConfig, NetConfig};
+use super::{PayloadConfig, SerialConfig, VmConfig};
+
+/// Fields of an object that no struct below takes.
+type Rest = BTreeMap<String, Value>;
+
+/// A cloud-hypervisor field vfio-vmm does not implement, with the values (as
+/// JSON) that change nothing here. Null is always accepted.
+type Ignorable = (&'static str, &'static [&'static str]);
+
+const VM_FIELDS: &[Ignorable] = &[
+    ("rate_limit_groups", &["[]"]),
+    ("disks", &["[]"]),
+    ("rng", &[]),
+    ("balloon", &[]),
+    ("fs", &["[]"]),
+    ("generic_vhost_user", &["[]"]),
+    ("pmem", &["[]"]),
+    ("console", &[r#"{"mode":"Off"}"#]),
+    ("debug_console", &[r#"{"mode":"Off"}"#]),
+    ("user_devices", &["[]"]),
+    ("vdpa", &["[]"]),
+    ("vsock", &[]),
+    ("numa", &["[]"]),
+    ("iommu", &["false"]),
+    ("watchdog", &["false"]),
+    ("rtc", &[]),
+    ("pvpanic", &["false"]),
+    ("pci_segments", &["[]"]),
+    ("platform", &["{}", r#"{"num_pci_segments":1}"#]),
+    ("tpm", &[]),
+    ("landlock_enable", &["false"]),
+    ("landlock_rules", &["[]"]),
+];
+const PAYLOAD_FIELDS: &[Ignorable] = &[("firmware", &[]), ("igvm", &[]), ("host_data", &[])];
+const CPUS_FIELDS: &[Ignorable] = &[
+    ("topology", &[]),
+    ("kvm_hyperv", &["false"]),
+    ("max_phys_bits", &[]),
+    ("nested", &["true"]),
+    ("affinity", &["[]"]),
+    ("features", &["{}"]),
+    ("core_scheduling", &[r#""Vm""#]),
+];
+const MEMORY_FIELDS: &[Ignorable] = &[
+    ("hotplug_size", &["0"]),
+    ("hotplugged_size", &["0"]),
+    ("hotplug_method", &[r#""Acpi""#]),
+    ("shared", &["false"]),
+    ("hugepage_size", &["2097152"]),
+    ("prefault", &["false"]),
+    ("reserve", &["false"]),
+    ("thp", &["true"]),
+    ("zones", &["[]"]),
+];
+const SERIAL_FIELDS: &[Ignorable] = &[("socket", &[])];
+const DEVICE_FIELDS: &[Ignorable] = &[
+    ("iommu", &["false"]),
+    ("pci_segment", &["0"]),
+    ("pci_device_id", &[]),
+    ("x_nv_gpudirect_clique", &[]),
+    ("x_exclude_mmap_bars", &["[]"]),
+];
+const NET_FIELDS: &[Ignorable] = &[
+    ("ip", &[]),
+    ("mask", &[]),
+    ("host_mac", &[]),
+    ("mtu", &[]),
+    ("iommu", &["false"]),
+    ("num_queues", &["2"]),
+    ("queue_size", &["256"]),
+    ("vhost_user", &["false"]),
+    ("vhost_socket", &[]),
+    ("vhost_mode", &[r#""Client""#]),
+    ("pci_segment", &["0"]),
+    ("pci_device_id", &[]),
+    ("rate_limiter_config", &[]),
+    ("offload_tso", &["true"]),
+    ("offload_ufo", &["true"]),
+    ("offload_csum", &["true"]),
+];
+
+#[derive(Serialize, Deserialize)]
+struct VmJson {
+    payload: PayloadJson,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpus: Option<CpusJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory: Option<MemoryJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serial: Option<SerialJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    devices: Vec<DeviceJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    net: Vec<NetJson>,
+    #[serde(flatten)]
+    rest: Rest,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PayloadJson {
+    kernel: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cmdline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    initramfs: Option<PathBuf>,
+    #[serde(flatten)]
+    rest: Rest,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CpusJson {
+    boot_vcpus: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_vcpus: Option<u64>,
+    #[serde(flatten)]
+    rest: Rest,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MemoryJson {
+    /// Bytes.
+    size: u64,
+    #[serde(default)]
+    hugepages: bool,
+    #[serde(default)]
+    mergeable: bool,
+    #[serde(flatten)]
+    rest: Rest,
+}
+
+/// cloud-hypervisor's console modes.
+#[derive(Serialize, Deserialize, Debug)]
+enum SerialMode {
+    Off,
+    Pty,
+    Tty,
+    File,
+    Socket,
+    Null,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SerialJson {
+    mode: SerialMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<PathBuf>,
+    #[serde(flatten)]
+    rest: Rest,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeviceJson {
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    rombar: bool,
+    #[serde(flatten)]
+    rest: Rest,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NetJson {
+    tap: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(flatten)]
+    rest: Rest,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+impl VmConfig {
+    /// Reads and validates the JSON form.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let vm: VmJson =
+            serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        check_rest("", &vm.rest, VM_FIELDS)?;
+        check_rest("payload", &vm.payload.rest, PAYLOAD_FIELDS)?;
+        let config = VmConfig {
+            payload: PayloadConfig {
+                kernel: vm.payload.kernel,
+                initramfs: vm.payload.initramfs,
+                cmdline: vm.payload.cmdline.unwrap_or_default(),
+            },
+            cpus: vm.cpus.map_or(Ok(1), cpus)?,
+            memory: vm.memory.map_or(Ok(MemoryConfig::default()), memory)?,
+            serial: vm.serial.map_or(Ok(SerialConfig::Null), serial)?,
+            devices: vm
+                .devices
+                .into_iter()
+                .enumerate()
+                .map(device)
+                .collect::<Result<_, _>>()?,
+            net: vm
+                .net
+                .into_iter()
+                .enumerate()
+                .map(net)
+                .collect::<Result<_, _>>()?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The JSON form; [`VmConfig::from_json`] reads it back to an equal config.
+    pub fn to_json(&self) -> String {
+        let vm = VmJson {
+            payload: PayloadJson {
+                kernel: self.payload.kernel.clone(),
+                cmdline: Some(self.payload.cmdline.clone()),
+                initramfs: self.payload.initramfs.clone(),
+                rest: Rest::new(),
+            },
+            cpus: Some(CpusJson {
+                boot_vcpus: u64::from(self.cpus),
+                max_vcpus: Some(u64::from(self.cpus)),
+                rest: Rest::new(),
+            }),
+            memory: Some(MemoryJson {
+                size: self.memory.size,
+                hugepages: self.memory.hugepages,
+                mergeable: self.memory.mergeable,
+                rest: Rest::new(),
+            }),
+            serial: Some(serial_json(&self.serial)),
+            devices: self.devices.iter().map(device_json).collect(),
+            net: self.net.iter().map(net_json).collect(),
+            rest: Rest::new(),
+        };
+        // Plain structs, maps with string keys and strings: this cannot fail.
+        serde_json::to_string_pretty(&vm).unwrap_or_default()
+    }
+}
+
+fn cpus(c: CpusJson) -> Result<u8, ConfigError> {
+    check_rest("cpus", &c.rest, CPUS_FIELDS)?;
+    if let Some(max) = c.max_vcpus.filter(|&m| m != c.boot_vcpus) {
+        return Err(ConfigError::CpuHotplug {
+            boot: c.boot_vcpus,
+            max,
+        });
+    }
+    check_cpus(c.boot_vcpus)
+}
+
+fn memory(m: MemoryJson) -> Result<MemoryConfig, ConfigError> {
+    check_rest("memory", &m.rest, MEMORY_FIELDS)?;
+    Ok(MemoryConfig {
+        size: m.size,
+        hugepages: m.hugepages,
+        mergeable: m.mergeable,
+    })
+}
+
+fn serial(s: SerialJson) -> Result<SerialConfig, ConfigError> {
+    check_rest("serial", &s.rest, SERIAL_FIELDS)?;
+    match (s.mode, s.file) {
+        (SerialMode::Tty, _) => Ok(SerialConfig::Stdio),
+        (SerialMode::File, Some(file)) => Ok(SerialConfig::File(file)),
+        (SerialMode::File, None) => Err(ConfigError::Json(
+            "serial.mode \"File\" needs serial.file, the output file".into(),
+        )),
+        (SerialMode::Null, _) => Ok(SerialConfig::Null),
+        (SerialMode::Off, _) => Ok(SerialConfig::Off),
+        (mode, _) => Err(ConfigError::Unsupported(
+            format!("serial.mode {mode:?}"),
+            " (or use Tty, File, Null or Off)".into(),
+        )),
+    }
+}
+
+fn serial_json(s: &SerialConfig) -> SerialJson {
+    let (mode, file) = match s {
+        SerialConfig::Stdio => (SerialMode::Tty, None),
+        SerialConfig::File(path) => (SerialMode::File, Some(path.clone())),
+        SerialConfig::Null => (SerialMode::Null, None),
+        SerialConfig::Off => (SerialMode::Off, None),
+    };
+    SerialJson {
+        mode,
+        file,
+        rest: Rest::new(),
+    }
+}
+
+fn device((i, d): (usize, DeviceJson)) -> Result<DeviceConfig, ConfigError> {
+    check_rest(&format!("devices[{i}]"), &d.rest, DEVICE_FIELDS)?;
+    if let Some(id) = &d.id {
+        check_id(id)?;
+    }
+    let bdf = parse_bdf(&d.path).map_err(|e| match e {
+        ConfigError::Bdf(e) => ConfigError::Json(format!("devices[{i}].path: {e}")),
+        other => other,
+    })?;
+    Ok(DeviceConfig {
+        bdf,
+        rombar: d.rombar,
+        id: d.id,
+    })
+}
+
+fn device_json(d: &DeviceConfig) -> DeviceJson {
+    DeviceJson {
+        path: d.sysfs_path(),
+        id: d.id.clone(),
+        rombar: d.rombar,
+        rest: Rest::new(),
+    }
+}
+
+fn net((i, n): (usize, NetJson)) -> Result<NetConfig, ConfigError> {
+    check_rest(&format!("net[{i}]"), &n.rest, NET_FIELDS)?;
+    if let Some(id) = &n.id {
+        check_id(id)?;
+    }
+    Ok(NetConfig {
+        mac: n.mac.as_deref().map(str::parse).transpose()?,
+        id: n.id,
+        ..NetConfig::new(&n.tap)?
+    })
+}
+
+fn net_json(n: &NetConfig) -> NetJson {
+    NetJson {
+        tap: n.tap.clone(),
+        mac: n.mac.map(|m| m.to_string()),
+        id: n.id.clone(),
+        rest: Rest::new(),
+    }
+}
+
+/// Accepts (and logs) the fields of `rest` that `known` lists with a value
+/// that changes nothing; refuses the others.
+fn check_rest(section: &str, rest: &Rest, known: &[Ignorable]) -> Result<(), ConfigError> {
+    for (key, value) in rest {
+        let path = match section {
+            "" => key.clone(),
+            _ => format!("{section}.{key}"),
+        };
+        let Some((_, neutral)) = known.iter().find(|(k, _)| k == key) else {
+            return Err(ConfigError::UnknownField(path));
+        };
+        if value.is_null() || neutral.iter().any(|n| changes_nothing(value, n)) {
+            log::info!("config: ignoring {path} = {value}: it changes nothing here");
+            continue;
+        }
+        let hint = match neutral.is_empty() {
+            true => String::new(),
+            false => format!(" (or set it to {})", neutral.join(" or ")),
+        };
+        return Err(ConfigError::Unsupported(path, hint));
+    }
+    Ok(())
+}
+
+/// Whether `value` is `neutral` once members that are null, false or empty are dropped.
+fn changes_nothing(value: &Value, neutral: &str) -> bool {
+    serde_json::from_str::<Value>(neutral).is_ok_and(|n| strip(value) == strip(&n))
+}
+
+fn strip(value: &Value) -> Value {
+    let Value::Object(map) = value else {
+        return value.clone();
+    };
+    let empty = |v: &Value| match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    Value::Object(
+        map.iter()
+            .filter(|(_, v)| !empty(v))
+            .map(|(k, v)| (k.clone(), strip(v)))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{config, fake_bzimage};
+    use super::*;
+
+    fn kernel_json(k: &std::path::Path, extra: &str) -> String {
+        format!(
+            r#"{{"payload": {{"kernel": {:?}}}{extra}}}"#,
+            k.display().to_string()
+        )
+    }
+
+    #[test]
+    fn the_json_form_round_trips() {
+        let k = fake_bzimage("json-round-trip");
+        let mut c = config(k.clone());
+        c.serial = SerialConfig::File("/tmp/serial.log".into());
+        c.devices[0].rombar = false;
+        c.net[0].mac = Some("02:00:00:00:00:09".parse().unwrap());
+        let text = c.to_json();
+        assert!(text.contains(r#""boot_vcpus": 2"#), "{text}");
+        assert!(text.contains(r#""path": "/sys/bus/pci/devices/0000:01:00.0""#));
+        assert!(text.contains(r#""size": 268435456"#), "bytes: {text}");
+        assert_eq!(VmConfig::from_json(&text), Ok(c.clone()));
+        for serial in [SerialConfig::Stdio, SerialConfig::Null, SerialConfig::Off] {
+            c.serial = serial;
+            assert_eq!(VmConfig::from_json(&c.to_json()), Ok(c.clone()));
+        }
+        std::fs::remove_file(k).unwrap();
+    }
+
+    #[test]
+    fn missing_sections_take_cloud_hypervisors_defaults() {
+        let k = fake_bzimage("json-defaults");
+        let c = VmConfig::from_json(&kernel_json(&k, "")).unwrap();
+        assert_eq!(c.cpus, 1);
+        assert_eq!(c.memory, MemoryConfig::default());
+        assert_eq!(c.serial, SerialConfig::Null);
+        assert_eq!(c.payload.cmdline, "");
+        assert!(c.devices.is_empty() && c.net.is_empty());
+        std::fs::remove_file(k).unwrap();
+    }
+
+    #[test]
+    fn fields_that_change_nothing_are_ignored() {
+        let k = fake_bzimage("json-ignored");
+        let extra = r#", "console": {"mode": "Off", "iommu": false}, "disks": [], "iommu": false,
+            "memory": {"size": 1073741824, "thp": true, "shared": false},
+            "cpus": {"boot_vcpus": 2, "max_vcpus": 2, "nested": true},
+            "platform": {"num_pci_segments": 1}"#;
+        let c = VmConfig::from_json(&kernel_json(&k, extra)).unwrap();
+        assert_eq!((c.cpus, c.memory.size), (2, 1 << 30));
+        std::fs::remove_file(k).unwrap();
+    }
+
+    #[test]
+    fn bad_json_fields_give_clear_errors() {
+        let k = fake_bzimage("json-errors");
+        let cases = [
+            (r#", "disks": [{"path": "/d.img"}]"#, "disks is not supported yet: remove it"),
+            (r#", "vsock": {"cid": 3, "socket": "/s"}"#, "vsock is not supported yet"),
+            (r#", "console": {"mode": "Tty"}"#, "console is not supported yet"),
+            (r#", "memory": {"size": 1073741824, "shared": true}"#, "memory.shared is not supported yet: remove it from the configuration (or set it to false)"),
+            (r#", "cpus": {"boot_vcpus": 1, "max_vcpus": 4}"#, "CPU hotplug is not supported yet"),
+            (r#", "cpus": {"boot_vcpus": 0}"#, "use 1 to 254"),
+            (r#", "memory": {"size": 1024}"#, "at least 64 MiB"),
+            (r#", "serial": {"mode": "Pty"}"#, "serial.mode Pty is not supported yet"),
+            (r#", "serial": {"mode": "File"}"#, "needs serial.file"),
+            (r#", "serial": {"mode": "Loud"}"#, "unknown variant `Loud`"),
+            (r#", "net": [{"tap": "t0", "mac": "zz"}]"#, "invalid MAC address"),
+            (r#", "net": [{"tap": "t0", "speed": 10}]"#, "unknown field net[0].speed"),
+            (r#", "devices": [{"path": "/sys/bus/pci/devices/zz"}]"#, "JSON configuration: devices[0].path: malformed PCI address 'zz'"),
+            (r#", "devices": [{"path": "/sys/bus/pci/devices/0000:01:00.0", "pci_device_id": 3}]"#, "devices[0].pci_device_id is not supported yet"),
+            (r#", "memory": {"size": "1G"}"#, "invalid type: string \"1G\", expected u64"),
+            (r#", "colour": "blue""#, "unknown field colour"),
+        ];
+        for (extra, want) in cases {
+            let err = VmConfig::from_json(&kernel_json(&k, extra))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let err = VmConfig::from_json(r#"{"cpus": {"boot_vcpus": 1}}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field `payload`"), "{err}");
+        let err = VmConfig::from_json("{").unwrap_err().to_string();
+        assert!(err.starts_with("JSON configuration: EOF"), "{err}");
+        std::fs::remove_file(k).unwrap();
+    }
+}
