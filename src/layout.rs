@@ -1,6 +1,6 @@
 //! The guest physical address map: where RAM, the boot structures, the ACPI
-//! tables, the MMIO hole and the interrupt controllers live, and the E820 map
-//! that tells the guest about it.
+//! tables, the MMIO hole and the interrupt controllers live, which IOAPIC pin
+//! each PCI INTx line reaches, and the E820 map that tells the guest about it.
 
 /// The real-mode IVT/BDA area ends here; the GDT and IDT follow.
 pub const GDT_ADDR: u64 = 0x500;
@@ -71,6 +71,15 @@ pub const ACPI_RESET_VALUE: u8 = 0x1;
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// COM1's ISA interrupt.
 pub const SERIAL_IRQ: u32 = 4;
+/// First IOAPIC pin used for PCI INTx (pins 16..23, as on a PC).
+pub const PCI_INTX_BASE: u32 = 16;
+/// Number of IOAPIC pins PCI INTx is spread over.
+pub const PCI_INTX_PINS: u32 = 8;
+
+/// The IOAPIC pin that `pin` of PCI slot `slot` is wired to (the classic swizzle).
+pub fn intx_gsi(slot: u8, pin: pci::IntxPin) -> u32 {
+    PCI_INTX_BASE + (u32::from(slot) + u32::from(pin.index())) % PCI_INTX_PINS
+}
 /// CMOS/RTC index port (data at +1).
 pub const CMOS_PORT: u16 = 0x70;
 /// i8042 data and command ports start here (0x60, 0x64).

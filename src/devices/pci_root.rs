@@ -15,7 +15,7 @@ use pci::{IntxPin, PciBus, PciWindows, Window};
 
 use super::BusDevice;
 use crate::layout;
-use crate::vstate::irq::intx_gsi;
+use crate::layout::intx_gsi;
 
 /// The shared PCI bus.
 pub type SharedPciBus = Arc<Mutex<PciBus>>;

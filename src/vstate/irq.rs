@@ -14,19 +14,12 @@ use kvm_ioctls::VmFd;
 use pci::{InterruptError, InterruptManager, IntxLine, IntxPin, MsiMessage, MsiVector, PciAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::layout::intx_gsi;
+
 /// IOAPIC pins; GSIs below this are the default irqchip routes.
 pub const IOAPIC_PINS: u32 = 24;
-/// First IOAPIC pin used for PCI INTx (pins 16..23, as on a PC).
-pub const PCI_INTX_BASE: u32 = 16;
-/// Number of IOAPIC pins PCI INTx is spread over.
-pub const PCI_INTX_PINS: u32 = 8;
 /// GSIs KVM accepts in a routing table on every x86 host.
 const MAX_GSI: u32 = 1024;
-
-/// The IOAPIC pin that `pin` of PCI slot `slot` is wired to (the classic swizzle).
-pub fn intx_gsi(slot: u8, pin: IntxPin) -> u32 {
-    PCI_INTX_BASE + (u32::from(slot) + u32::from(pin.index())) % PCI_INTX_PINS
-}
 
 fn os(context: &str) -> impl FnOnce(kvm_ioctls::Error) -> InterruptError + '_ {
     move |e| InterruptError::Os {
