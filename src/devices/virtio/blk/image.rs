@@ -86,7 +86,7 @@ pub enum ImageError {
         size: u64,
     },
     /// imago could not open the qcow2 image (corrupt, a backing file, an unsupported feature).
-    #[error("qcow2 image {path}: {source}; qemu-img check it, or convert it with `qemu-img convert -O raw {path} OUT.raw`")]
+    #[error("qcow2 image {path}: {source}; vfio-vmm opens no qcow2 backing or data files (they would go unlocked): check it with `qemu-img check`, or flatten it with `qemu-img convert -O raw {path} OUT.raw`")]
     Qcow2 {
         /// The image.
         path: PathBuf,
@@ -157,7 +157,7 @@ impl std::fmt::Debug for DiskImage {
 }
 
 /// Maps an open(2) failure to the error the user should see.
-fn open_error(path: &Path, write: bool, e: io::Error) -> ImageError {
+pub(super) fn open_error(path: &Path, write: bool, e: io::Error) -> ImageError {
     let path = path.to_path_buf();
     match (e.kind(), e.raw_os_error()) {
         (io::ErrorKind::NotFound, _) => ImageError::NotFound(path),
