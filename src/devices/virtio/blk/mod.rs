@@ -12,7 +12,7 @@
 //! | `image.rs` | [`DiskImage`]: opening and checking raw files, block devices and qcow2 (imago), OFD locking, I/O |
 //! | `request.rs` | one request: descriptor chain checks, the I/O, the status byte |
 //! | `worker.rs` | the per-disk thread serving the request queue |
-//! | `tests.rs` | images, locks and requests over a fake queue in guest RAM |
+//! | `image_tests.rs`, `tests.rs`, `transport_tests.rs` | images and locks; requests over a fake queue in guest RAM; the device behind the PCI transport |
 //!
 //! Offered: VERSION_1, INDIRECT_DESC, EVENT_IDX, SEG_MAX, BLK_SIZE, FLUSH,
 //! and DISCARD and WRITE_ZEROES for a writable disk or RO for a read-only
@@ -22,6 +22,12 @@ pub mod image;
 pub mod request;
 pub mod worker;
 
+#[cfg(test)]
+mod image_tests;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod transport_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
