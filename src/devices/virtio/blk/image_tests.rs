@@ -289,3 +289,71 @@ fn serials_come_from_the_options_or_the_file_name() {
         );
     }
 }
+
+#[test]
+fn qcow2_serves_direct_io() {
+    let dir = TempDir::new("qdirect");
+    let path = dir.0.join("disk.qcow2");
+    make_qcow2(&path, 1 << 20, None);
+    let mut img = DiskImage::open(&path, false, true)
+        .unwrap_or_else(|e| panic!("{e} (the target directory must be on a disk filesystem)"));
+    let mut buf = AlignedBuf::new(DIRECT_ALIGN);
+    buf.as_mut_slice().copy_from_slice(&pattern(DIRECT_ALIGN));
+    img.write_at(8192, buf.as_mut_slice()).unwrap();
+    img.flush().unwrap();
+    buf.as_mut_slice().fill(0);
+    img.read_at(8192, buf.as_mut_slice()).unwrap();
+    assert_eq!(buf.as_mut_slice(), &pattern(DIRECT_ALIGN)[..]);
+}
+
+/// A loop device over a file, detached when dropped.
+struct Loop(PathBuf);
+
+impl Loop {
+    /// Attaches `file`; fails the test, saying why, without root.
+    fn attach(file: &Path) -> Self {
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run losetup: {e}; this test needs root and util-linux")
+            });
+        assert!(
+            out.status.success(),
+            "losetup failed: {}; this test needs root and /dev/loop-control",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Loop(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+#[ignore = "needs root and /dev/loop-control for a loop device (scripts/test.sh runs it)"]
+fn block_devices_are_sized_with_blkgetsize64_and_locked() {
+    let dir = TempDir::new("loop");
+    let file = dir.file("backing.img", &pattern(3 << 20));
+    let dev = Loop::attach(&file);
+    let mut img = DiskImage::open(&dev.0, false, false).unwrap();
+    assert!(img.is_block_device());
+    assert_eq!((img.size(), img.format()), (3 << 20, Format::Raw));
+    let mut back = vec![0u8; 4096];
+    img.read_at(1 << 20, &mut back).unwrap();
+    assert_eq!(back, pattern(3 << 20)[1 << 20..(1 << 20) + 4096]);
+    img.write_zeroes(0, 4096, true, &mut [0; 4096]).unwrap();
+    img.discard(8192, 4096).unwrap();
+    img.flush().unwrap();
+    img.read_at(0, &mut back).unwrap();
+    assert_eq!(back, vec![0; 4096]);
+    let err = DiskImage::open(&dev.0, true, false).unwrap_err();
+    assert!(matches!(err, ImageError::Locked { .. }), "{err}");
+}

@@ -327,11 +327,6 @@ impl Handler {
         }
     }
 
-    /// Gives the image back.
-    pub fn into_image(self) -> DiskImage {
-        self.image
-    }
-
     /// Serves the request in `chain`; returns its head and the used length
     /// (bytes written to guest buffers, status included).
     pub fn serve<'m>(
