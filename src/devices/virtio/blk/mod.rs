@@ -12,7 +12,7 @@
 //! | `image.rs` | [`DiskImage`]: opening and checking raw files, block devices and qcow2 (imago), OFD locking, I/O |
 //! | `request.rs` | one request: descriptor chain checks, the I/O, the status byte |
 //! | `worker.rs` | the per-disk thread serving the request queue |
-//! | `image_tests.rs`, `tests.rs`, `transport_tests.rs` | images and locks; requests over a fake queue in guest RAM; the device behind the PCI transport |
+//! | `image_tests.rs`, `tests.rs`, `fuzz_tests.rs`, `transport_tests.rs` | images and locks; requests over a fake queue in guest RAM, hand-made and random; the device behind the PCI transport |
 //!
 //! Offered: VERSION_1, INDIRECT_DESC, EVENT_IDX, SEG_MAX, BLK_SIZE, FLUSH,
 //! and DISCARD and WRITE_ZEROES for a writable disk or RO for a read-only
@@ -22,6 +22,8 @@ pub mod image;
 pub mod request;
 pub mod worker;
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod image_tests;
 #[cfg(test)]

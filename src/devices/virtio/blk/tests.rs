@@ -18,22 +18,22 @@ use super::request::{Handler, CHUNK, MAX_ZERO_SECTORS};
 use crate::memory::GuestMemory;
 
 /// Ring size of the fake queue.
-const RING: u16 = 16;
+pub(super) const RING: u16 = 16;
 /// Where the rings live.
-const DESC: u64 = 0x1000;
-const AVAIL: u64 = 0x2000;
+pub(super) const DESC: u64 = 0x1000;
+pub(super) const AVAIL: u64 = 0x2000;
 const USED: u64 = 0x3000;
 /// Where request headers, indirect tables, status bytes and data go.
-const HDR: u64 = 0x10000;
+pub(super) const HDR: u64 = 0x10000;
 const TABLE: u64 = 0x20000;
-const STATUS: u64 = 0x30000;
-const DATA: u64 = 0x100000;
+pub(super) const STATUS: u64 = 0x30000;
+pub(super) const DATA: u64 = 0x100000;
 /// Guest RAM size.
-const RAM: u64 = 8 << 20;
+pub(super) const RAM: u64 = 8 << 20;
 /// Sectors in the test disk.
-const SECTORS: u64 = 16384;
+pub(super) const SECTORS: u64 = 16384;
 /// Status bytes start as this so that "not written" shows.
-const UNTOUCHED: u8 = 0xee;
+pub(super) const UNTOUCHED: u8 = 0xee;
 
 /// OK / IOERR / UNSUPP as the guest reads them.
 const OK: u8 = VIRTIO_BLK_S_OK as u8;
@@ -41,18 +41,18 @@ const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
 const UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
 
 /// A buffer of a chain: (guest address, length, device-writable).
-type Buf = (u64, u32, bool);
+pub(super) type Buf = (u64, u32, bool);
 
 /// The fake driver: guest RAM and a split ring it fills.
-struct Driver {
-    mem: GuestMemory,
-    queue: Queue,
-    next: u16,
+pub(super) struct Driver {
+    pub(super) mem: GuestMemory,
+    pub(super) queue: Queue,
+    pub(super) next: u16,
     idx: u16,
 }
 
 impl Driver {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mem = GuestMemory::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
         let mut queue = Queue::new(RING).unwrap();
         queue.set_size(RING);
@@ -69,7 +69,7 @@ impl Driver {
     }
 
     /// Writes descriptor `index` of the table at `table`.
-    fn desc(&self, table: u64, index: u16, buf: Buf, next: Option<u16>, indirect: bool) {
+    pub(super) fn desc(&self, table: u64, index: u16, buf: Buf, next: Option<u16>, indirect: bool) {
         let (addr, len, writable) = buf;
         let at = GuestAddress(table + 16 * u64::from(index));
         let flags =
@@ -114,7 +114,7 @@ impl Driver {
         head
     }
 
-    fn publish(&mut self, head: u16) {
+    pub(super) fn publish(&mut self, head: u16) {
         let slot = AVAIL + 4 + 2 * u64::from(self.idx % RING);
         self.mem.write_obj(head, GuestAddress(slot)).unwrap();
         self.idx = self.idx.wrapping_add(1);
@@ -124,7 +124,7 @@ impl Driver {
     }
 
     /// Writes a request header.
-    fn header(&self, kind: u32, sector: u64) {
+    pub(super) fn header(&self, kind: u32, sector: u64) {
         self.mem.write_obj(kind, GuestAddress(HDR)).unwrap();
         self.mem.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
         self.mem.write_obj(sector, GuestAddress(HDR + 8)).unwrap();
@@ -139,14 +139,14 @@ impl Driver {
 }
 
 /// A test disk of [`SECTORS`] sectors holding [`pattern`], and its handler.
-fn disk(dir: &TempDir, readonly: bool, direct: bool) -> (Handler, std::path::PathBuf) {
+pub(super) fn disk(dir: &TempDir, readonly: bool, direct: bool) -> (Handler, std::path::PathBuf) {
     let path = dir.file("disk.img", &pattern(SECTORS as usize * 512));
     let image = DiskImage::open(&path, readonly, direct).unwrap();
     (Handler::new(image, *b"test-serial-0000001\0"), path)
 }
 
 /// Serves the next chain; returns the status byte at [`STATUS`] and the used length.
-fn serve(h: &mut Handler, d: &mut Driver) -> (u8, u32) {
+pub(super) fn serve(h: &mut Handler, d: &mut Driver) -> (u8, u32) {
     let chain = d.queue.pop_descriptor_chain(&d.mem).expect("a chain");
     let (_, len) = h.serve(&d.mem, chain);
     (d.mem.read_obj(GuestAddress(STATUS)).unwrap(), len)
