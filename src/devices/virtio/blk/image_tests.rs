@@ -265,6 +265,7 @@ fn serials_come_from_the_options_or_the_file_name() {
     let dir = TempDir::new("serial");
     let path = dir.file("disk.img", &[0; 512]);
     let block = Block::new(&DiskOptions::new(&path)).unwrap();
+    assert_eq!((block.size(), block.readonly()), (512, false));
     assert_eq!(
         (block.serial(), block.id()),
         ("disk.img", path.to_str().unwrap())
@@ -273,9 +274,11 @@ fn serials_come_from_the_options_or_the_file_name() {
     let named = DiskOptions {
         serial: Some("SER-1".into()),
         id: Some("root".into()),
+        readonly: true,
         ..DiskOptions::new(&path)
     };
     let block = Block::new(&named).unwrap();
+    assert_eq!((block.size(), block.readonly()), (512, true));
     assert_eq!((block.serial(), block.id()), ("SER-1", "root"));
     drop(block);
     for bad in ["012345678901234567890", "tab\there"] {

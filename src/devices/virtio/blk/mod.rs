@@ -17,6 +17,16 @@
 //! Offered: VERSION_1, INDIRECT_DESC, EVENT_IDX, SEG_MAX, BLK_SIZE, FLUSH,
 //! and DISCARD and WRITE_ZEROES for a writable disk or RO for a read-only
 //! one. GET_ID needs no feature bit. One request queue.
+//!
+//! # Wiring in the VMM
+//!
+//! ```text
+//! let options = DiskOptions { path, readonly, direct, id, serial };  // from --disk
+//! let dev = virtio::new_blk_pci(&options, addr, mem.clone(),
+//!                               interrupts.clone(), vm_fd.clone())?;  // opens + locks: before the guest starts
+//! bus.lock().add_device_at(addr.device(), Box::new(dev))?;
+//! // Dropping the bus at exit stops the worker, closes the image and drops its lock.
+//! ```
 
 pub mod image;
 pub mod request;
@@ -245,6 +255,16 @@ impl Block {
     /// The serial the guest reads.
     pub fn serial(&self) -> &str {
         &self.serial
+    }
+
+    /// The disk's size in bytes, as the guest sees it.
+    pub fn size(&self) -> u64 {
+        u64::from_le_bytes(self.config[..8].try_into().unwrap_or_default()) * SECTOR_SIZE
+    }
+
+    /// Whether the device refuses writes.
+    pub fn readonly(&self) -> bool {
+        self.features & bit(VIRTIO_BLK_F_RO) != 0
     }
 }
 
