@@ -18,7 +18,7 @@
 
 use std::io;
 
-use log::debug;
+use log::{debug, warn};
 use thiserror::Error;
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD,
@@ -349,7 +349,12 @@ impl Handler {
         let (status, written) = match self.execute(mem, &parts) {
             Ok(written) => (VIRTIO_BLK_S_OK as u8, written),
             Err(e) => {
-                debug!("virtio-blk {}: {e}", self.image.path().display());
+                // Host failures matter to the operator; guest mistakes only when debugging.
+                let path = self.image.path().display();
+                match &e {
+                    RequestError::Io(_) => warn!("virtio-blk {path}: {e}"),
+                    _ => debug!("virtio-blk {path}: {e}"),
+                }
                 (e.status(), 0)
             }
         };
