@@ -3,6 +3,13 @@
 //! mode), checking it before the guest starts, locking it as QEMU does, and
 //! I/O at byte offsets (read, write, flush, discard, write zeroes).
 //!
+//! Raw images use pread/pwrite, fdatasync and fallocate (punch hole, zero
+//! range) directly. qcow2 goes through imago, built with its `sync` feature:
+//! plain blocking calls, no async runtime, which is what a per-disk worker
+//! thread wants. imago gets a file we opened and locked ourselves; qcow2
+//! backing files and external data files are refused (imago would open them
+//! behind our locks), with a message saying how to flatten the image.
+//!
 //! Locking: an OFD lock over the whole file, exclusive (write lock) for a
 //! writable image and shared (read lock) for `readonly`, taken on an open
 //! file description this module keeps for as long as the image is open. OFD

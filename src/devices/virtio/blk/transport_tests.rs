@@ -21,7 +21,9 @@ use crate::devices::virtio::tests::{
     enable_msix, memory, negotiate, place_bar, read, setup_queue, write, FakeIoEvents, FakeManager,
     Fired,
 };
-use crate::devices::virtio::{new_blk_pci, F_VERSION_1, STATUS_NEEDS_RESET};
+use crate::devices::virtio::{
+    new_blk_pci, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS_NEEDS_RESET,
+};
 use crate::memory::GuestMemory;
 
 /// Ring size the fake driver uses.
@@ -39,12 +41,18 @@ struct Guest {
     dev: VirtioPciDevice,
     mem: GuestMemory,
     fired: Arc<Fired>,
+    features: u64,
     next: u16,
     idx: u16,
 }
 
 impl Guest {
     fn new(options: &DiskOptions) -> Self {
+        Self::with_features(options, F_VERSION_1)
+    }
+
+    /// A device whose driver accepts `features`.
+    fn with_features(options: &DiskOptions, features: u64) -> Self {
         let mem = memory();
         let fired = Arc::new(Fired::default());
         let mut dev = new_blk_pci(
@@ -60,6 +68,7 @@ impl Guest {
             dev,
             mem,
             fired,
+            features,
             next: 0,
             idx: 0,
         };
@@ -67,12 +76,12 @@ impl Guest {
         g
     }
 
-    /// Negotiates VERSION_1, sets up queue 0 on vector 1, DRIVER_OK.
+    /// Negotiates the features, sets up queue 0 on vector 1, DRIVER_OK.
     fn start(&mut self) {
         let dev = &mut self.dev;
         enable_msix(dev, 2);
         write(dev, 0x10, 0, 2);
-        assert_ne!(negotiate(dev, F_VERSION_1) & 8, 0);
+        assert_ne!(negotiate(dev, self.features) & 8, 0);
         setup_queue(dev, 0, RING, DESC, AVAIL, USED);
         write(dev, 0x1a, 1, 2);
         write(dev, 0x14, 0x0f, 1);
@@ -254,4 +263,35 @@ fn a_broken_ring_marks_needs_reset_without_panicking() {
     }
     write(&mut g.dev, 0x14, 0, 1);
     assert_eq!(read(&mut g.dev, 0x14, 1), 0);
+}
+
+#[test]
+fn event_idx_suppresses_interrupts_the_driver_did_not_ask_for() {
+    let dir = TempDir::new("eventidx");
+    let path = dir.file("disk.img", &pattern(65536));
+    let features = F_VERSION_1 | F_EVENT_IDX | F_INDIRECT_DESC;
+    let mut g = Guest::with_features(&DiskOptions::new(&path), features);
+    // used_event = 0: an interrupt when the used index passes 0.
+    g.request(VIRTIO_BLK_T_IN, 0, 512);
+    assert_eq!(g.wait_done(), 0);
+    let fired = |g: &Guest| {
+        g.fired
+            .msi
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| **v == 1)
+            .count()
+    };
+    let start = Instant::now();
+    while fired(&g) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no interrupt");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // used_event stays 0 (slot after the ring): no interrupt for the next ones.
+    for sector in 1..4 {
+        g.request(VIRTIO_BLK_T_IN, sector, 512);
+        assert_eq!(g.wait_done(), 0);
+    }
+    assert_eq!(fired(&g), 1);
 }
