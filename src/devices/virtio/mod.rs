@@ -8,6 +8,7 @@
 //! | `common_cfg.rs` | the common configuration structure: features, queue setup, the device status state machine |
 //! | `interrupt.rs` | [`VirtioInterrupts`]: MSI-X vectors per queue, ISR status and the INTx fallback, NEEDS_RESET |
 //! | `queue.rs` | bounded, checked copies between guest descriptor chains and host buffers |
+//! | `blk/` | [`Block`] (virtio-blk): [`DiskOptions`], disk images (raw, block devices, qcow2), OFD locks, requests, its worker |
 //! | `net.rs` | [`Net`]: features, config space, starting the worker |
 //! | `tap.rs` | [`Tap`]: opening or creating a tap with a virtio-net header, offloads |
 //! | `worker.rs` | the per-device thread moving frames between the queues and the tap |
@@ -23,6 +24,7 @@
 //! // ... bus.assign_bars(); dropping the bus at exit stops the worker and closes the tap.
 //! ```
 
+pub mod blk;
 pub mod common_cfg;
 pub mod interrupt;
 pub mod net;
@@ -45,6 +47,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::config::NetConfig;
 use crate::memory::GuestMemory;
 
+pub use blk::{BlkError, Block, DiskOptions};
 pub use interrupt::VirtioInterrupts;
 pub use net::{Net, NetError};
 pub use pci_transport::{TransportError, VirtioPciDevice};
@@ -151,4 +154,22 @@ pub fn new_net_pci(
     let net = Net::new(config, index)?;
     VirtioPciDevice::new(Box::new(net), address, mem, interrupts.as_ref(), ioevents)
         .map_err(NetError::Transport)
+}
+
+/// Builds the PCI virtio-blk device for `options` at `address`, with its
+/// image opened, checked and locked and its vectors allocated.
+pub fn new_blk_pci(
+    options: &DiskOptions,
+    address: pci::PciAddress,
+    mem: GuestMemory,
+    interrupts: Arc<dyn pci::InterruptManager>,
+    ioevents: Arc<dyn IoEventRegistry>,
+) -> Result<VirtioPciDevice, BlkError> {
+    let blk = Block::new(options)?;
+    VirtioPciDevice::new(Box::new(blk), address, mem, interrupts.as_ref(), ioevents).map_err(
+        |source| BlkError::Transport {
+            path: options.path.clone(),
+            source,
+        },
+    )
 }
