@@ -3,6 +3,7 @@
 //! the other, in threads with read timeouts so that a failure ends the test.
 
 mod driver;
+mod guest_input;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -158,6 +158,10 @@ pub struct Driver {
     pub listening: HashMap<u32, Vec<u8>>,
     /// Every packet the device sent us, in order.
     pub log: Vec<Header>,
+    /// Whether the next receive buffer re-posted is too short for a header.
+    pub short_rx: bool,
+    /// Lengths of the used receive buffers, in order.
+    pub rx_used_lens: Vec<u32>,
     /// Connections refused by RST to a REQUEST of ours.
     pub refused: HashSet<(u32, u32)>,
     next_port: u32,
@@ -190,6 +194,8 @@ impl Driver {
             listening: HashMap::new(),
             log: Vec::new(),
             refused: HashSet::new(),
+            short_rx: false,
+            rx_used_lens: Vec::new(),
             next_port: 50_000,
         };
         driver.start();
@@ -346,10 +352,16 @@ impl Driver {
             let addr = RX_BASE + 0x2000 * u64::from(head);
             let mut raw = vec![0u8; len as usize];
             self.mem.read_slice(&mut raw, GuestAddress(addr)).unwrap();
+            self.rx_used_lens.push(len);
             if len >= 44 {
                 self.handle(decode(&raw[..44]), &raw[44..]);
             }
-            self.post_rx(head, RX_BUF);
+            let size = if std::mem::take(&mut self.short_rx) {
+                10
+            } else {
+                RX_BUF
+            };
+            self.post_rx(head, size);
         }
         if moved {
             self.notify(0);
