@@ -383,9 +383,16 @@ impl Connection {
                 self.fail(e);
             }
         }
-        if hung_up && matches!(self.state, State::Connecting { .. }) {
+        if !hung_up {
+            return;
+        }
+        let nothing_left_to_read = self.host_eof || self.guest_shut & SHUTDOWN_RCV != 0;
+        match self.state {
             // The host gave up before the guest answered.
-            self.state = State::Resetting;
+            State::Connecting { .. } => self.state = State::Resetting,
+            // Otherwise the reads find the end of file after the last bytes.
+            State::Established if nothing_left_to_read => self.state = State::Resetting,
+            _ => {}
         }
     }
 

@@ -402,6 +402,9 @@ impl Muxer {
 
     /// Gives up on host streams and REQUESTs whose time is up.
     pub fn on_timer(&mut self, now: Instant) {
+        if self.next_deadline().is_none_or(|at| at > now) {
+            return;
+        }
         let late: Vec<u64> = self
             .unannounced
             .iter()
@@ -414,11 +417,15 @@ impl Muxer {
                 self.unwatch(&host.stream);
             }
         }
-        let keys: Vec<ConnKey> = self.conns.keys().copied().collect();
-        for key in keys {
-            if let Some(entry) = self.conns.get_mut(&key) {
+        let late: Vec<ConnKey> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(key, entry)| {
                 entry.conn.check_deadline(now);
-            }
+                (entry.conn.state() == State::Resetting).then_some(*key)
+            })
+            .collect();
+        for key in late {
             self.after_change(key);
         }
     }

@@ -430,3 +430,32 @@ fn device_reset_closes_every_host_stream_and_the_device_comes_back() {
     drop(d);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn silent_hosts_and_unanswered_requests_time_out() {
+    let (dir, path) = socket_path();
+    let mut d = Driver::new(3, &path);
+    d.ignore_requests = true;
+    let p = path.clone();
+    let unanswered = std::thread::spawn(move || host_connect(&p, 40).map(|(_, ok)| ok));
+    let mut silent = with_timeout(UnixStream::connect(&path).unwrap());
+    d.run_until("the REQUEST", |d| d.log.iter().any(|h| h.op == OP_REQUEST));
+    let request = *d.log.iter().find(|h| h.op == OP_REQUEST).unwrap();
+    let start = std::time::Instant::now();
+    d.run_until("the RST once the guest did not answer", |d| {
+        d.log
+            .iter()
+            .any(|h| h.op == OP_RST && h.src_port == request.src_port)
+    });
+    let waited = start.elapsed();
+    assert!(waited >= super::unix::CONNECT_TIMEOUT / 2, "{waited:?}");
+    let err = unanswered.join().unwrap().expect_err("no OK line");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    let mut rest = Vec::new();
+    silent
+        .read_to_end(&mut rest)
+        .expect("closed, not timed out");
+    assert!(rest.is_empty(), "a host that says nothing is closed too");
+    drop(d);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -234,6 +234,11 @@ fn host_half_close_is_a_shutdown_and_full_close_a_reset_after_the_data() {
     host.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"hi");
 
+    // The host closes for good later: nothing more can come, reset.
+    drop(host);
+    conn.on_host_event(true, false, true);
+    assert_eq!(conn.next_rx(&mut buf).unwrap().op, OP_RST);
+
     let (mut conn, mut host) = established(4096);
     host.write_all(b"bye").unwrap();
     drop(host);

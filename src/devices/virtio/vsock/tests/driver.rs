@@ -158,6 +158,8 @@ pub struct Driver {
     pub listening: HashMap<u32, Vec<u8>>,
     /// Every packet the device sent us, in order.
     pub log: Vec<Header>,
+    /// Whether REQUESTs from the host go unanswered.
+    pub ignore_requests: bool,
     /// Whether the next receive buffer re-posted is too short for a header.
     pub short_rx: bool,
     /// Lengths of the used receive buffers, in order.
@@ -194,6 +196,7 @@ impl Driver {
             listening: HashMap::new(),
             log: Vec::new(),
             refused: HashSet::new(),
+            ignore_requests: false,
             short_rx: false,
             rx_used_lens: Vec::new(),
             next_port: 50_000,
@@ -375,7 +378,7 @@ impl Driver {
         assert_eq!((hdr.src_cid, hdr.dst_cid), (HOST_CID, self.cid), "{hdr:?}");
         assert_eq!(hdr.len as usize, data.len(), "{hdr:?}");
         let key = (hdr.dst_port, hdr.src_port);
-        if hdr.op == OP_REQUEST {
+        if hdr.op == OP_REQUEST && !self.ignore_requests {
             return self.accept(key, &hdr);
         }
         let Some(conn) = self.conns.get_mut(&key) else {
