@@ -82,6 +82,38 @@ pub struct Header {
     pub fwd_cnt: u32,
 }
 
+/// Size of a packet header.
+pub const HEADER_SIZE: usize = 44;
+
+impl Header {
+    /// Decodes a header from its little-endian bytes. The worker parses
+    /// packets with the virtio-vsock crate; this serves only chains the
+    /// crate refuses (payload past its buffer, over 64 KiB), so that their
+    /// connection is reset rather than silently missing bytes.
+    pub fn from_bytes(b: &[u8; HEADER_SIZE]) -> Header {
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let mut v = [0u8; 8];
+            v[..n].copy_from_slice(&b[at..at + n]);
+            at += n;
+            u64::from_le_bytes(v)
+        };
+        // Each field is read with its own width: the casts do not truncate.
+        Header {
+            src_cid: take(8),
+            dst_cid: take(8),
+            src_port: take(4) as u32,
+            dst_port: take(4) as u32,
+            len: take(4) as u32,
+            type_: take(2) as u16,
+            op: take(2) as u16,
+            flags: take(4) as u32,
+            buf_alloc: take(4) as u32,
+            fwd_cnt: take(4) as u32,
+        }
+    }
+}
+
 /// Errors of a connection's host side.
 #[derive(Debug, Error)]
 pub enum ConnectionError {
@@ -96,6 +128,9 @@ pub enum ConnectionError {
     /// The host stream failed (closed, reset).
     #[error("host stream: {0}")]
     Host(#[source] std::io::Error),
+    /// The guest sent a packet that could not be parsed.
+    #[error("malformed packet from the guest: {0}")]
+    Malformed(String),
     /// The guest sent an operation that makes no sense in this state.
     #[error("unexpected operation {op} from the guest in state {state:?}")]
     Unexpected {

@@ -20,7 +20,9 @@ use log::debug;
 use thiserror::Error;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use super::connection::{Connection, Header, State, HOST_CID, OP_REQUEST, OP_RST, TYPE_STREAM};
+use super::connection::{
+    Connection, ConnectionError, Header, State, HOST_CID, OP_REQUEST, OP_RST, TYPE_STREAM,
+};
 use super::unix::{self, ConnectLine, CONNECT_TIMEOUT};
 
 /// Epoll token of the listener; the worker's own tokens are below it.
@@ -307,7 +309,7 @@ impl Muxer {
             return;
         };
         let result = if hdr.op == OP_REQUEST {
-            Err(super::connection::ConnectionError::Unexpected {
+            Err(ConnectionError::Unexpected {
                 op: hdr.op,
                 state: entry.conn.state(),
             })
@@ -318,6 +320,25 @@ impl Muxer {
             entry.conn.fail(e);
         }
         self.after_change(key);
+    }
+
+    /// Handles a packet whose header could be read but whose chain the
+    /// parser refused: its connection, if any, is reset; otherwise RST.
+    pub fn on_malformed_packet(&mut self, hdr: &Header, why: String) {
+        if hdr.src_cid != self.guest_cid {
+            return;
+        }
+        let key = ConnKey {
+            local: hdr.dst_port,
+            peer: hdr.src_port,
+        };
+        match self.conns.get_mut(&key) {
+            Some(entry) => {
+                entry.conn.fail(ConnectionError::Malformed(why));
+                self.after_change(key);
+            }
+            None => self.refuse(hdr),
+        }
     }
 
     /// Opens the connection the guest asked for (REQUEST `hdr`) to `PATH_P`.

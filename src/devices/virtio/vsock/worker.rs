@@ -29,7 +29,7 @@ use vm_memory::Bytes;
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::connection::Header;
+use super::connection::{Header, HEADER_SIZE};
 use super::muxer::Muxer;
 use crate::devices::virtio::interrupt::VirtioInterrupts;
 use crate::devices::virtio::ActivateContext;
@@ -217,12 +217,16 @@ impl VsockWorker {
         let mem = &self.mem;
         while let Some(mut chain) = next_chain(&mut self.queues[TX_QUEUE], mem)? {
             let head = chain.head_index();
+            let first = chain.clone().next();
             match read_packet(mem, &mut chain, &mut self.buf) {
                 Ok((hdr, len)) => {
                     let data = self.buf.get(..len).unwrap_or_default();
                     self.muxer.on_guest_packet(&hdr, data);
                 }
-                Err(e) => debug!("virtio-vsock: dropping a transmit chain: {e}"),
+                Err(e) => match first.and_then(|desc| read_header(mem, &desc)) {
+                    Some(hdr) => self.muxer.on_malformed_packet(&hdr, e.to_string()),
+                    None => debug!("virtio-vsock: dropping a transmit chain: {e}"),
+                },
             }
             self.queues[TX_QUEUE].add_used(mem, head, 0)?;
             used = true;
@@ -318,6 +322,16 @@ fn read_packet(
     data.read_slice(dst, 0)
         .map_err(virtio_vsock::packet::Error::InvalidVolatileAccess)?;
     Ok((hdr, dst.len()))
+}
+
+/// The header in a chain's first descriptor, if it is readable and holds one.
+fn read_header(mem: &GuestMemory, desc: &virtio_queue::desc::split::Descriptor) -> Option<Header> {
+    if desc.is_write_only() || (desc.len() as usize) < HEADER_SIZE {
+        return None;
+    }
+    let mut raw = [0u8; HEADER_SIZE];
+    mem.read_slice(&mut raw, desc.addr()).ok()?;
+    Some(Header::from_bytes(&raw))
 }
 
 /// Fills a receive packet with `hdr` and `data`; returns the used length.

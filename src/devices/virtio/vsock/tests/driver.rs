@@ -35,6 +35,10 @@ const RX_BASE: u64 = 0x10_0000;
 pub const TX_HDR_BASE: u64 = 0x20_0000;
 /// Transmit payloads.
 pub const TX_DATA_BASE: u64 = 0x30_0000;
+/// A header the tests write by hand, away from the slots' buffers.
+pub const RAW_HDR: u64 = 0x21_0000;
+/// A payload the tests write by hand, away from the slots' buffers.
+pub const RAW_DATA: u64 = 0x22_0000;
 /// How long any wait of the tests lasts at most.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -357,7 +361,8 @@ impl Driver {
             self.mem.read_slice(&mut raw, GuestAddress(addr)).unwrap();
             self.rx_used_lens.push(len);
             if len >= 44 {
-                self.handle(decode(&raw[..44]), &raw[44..]);
+                let hdr = Header::from_bytes(raw[..44].try_into().unwrap());
+                self.handle(hdr, &raw[44..]);
             }
             let size = if std::mem::take(&mut self.short_rx) {
                 10
@@ -510,23 +515,4 @@ pub fn encode(h: &Header) -> [u8; 44] {
     b[36..40].copy_from_slice(&h.buf_alloc.to_le_bytes());
     b[40..44].copy_from_slice(&h.fwd_cnt.to_le_bytes());
     b
-}
-
-/// A header from its 44 bytes.
-pub fn decode(b: &[u8]) -> Header {
-    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-    let u16_at = |i: usize| u16::from_le_bytes(b[i..i + 2].try_into().unwrap());
-    Header {
-        src_cid: u64_at(0),
-        dst_cid: u64_at(8),
-        src_port: u32_at(16),
-        dst_port: u32_at(20),
-        len: u32_at(24),
-        type_: u16_at(28),
-        op: u16_at(30),
-        flags: u32_at(32),
-        buf_alloc: u32_at(36),
-        fwd_cnt: u32_at(40),
-    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::driver::{encode, Driver, TX_DATA_BASE, TX_HDR_BASE};
+use super::driver::{encode, Driver, RAW_DATA, RAW_HDR};
 use super::*;
 
 /// Sends an RW to a port nobody uses and runs until its RST comes back:
@@ -35,11 +35,12 @@ fn replies_since(d: &Driver, from: usize, probe_port: u32) -> Vec<Header> {
         .collect()
 }
 
-/// A malformed transmit chain: what it is, its (address, length) buffers, its header.
-type Case = (&'static str, &'static [(u64, u32)], Header);
+/// A malformed transmit chain: what it is, its (address, length) buffers,
+/// its header, and whether the header is readable (then RST answers it).
+type Case = (&'static str, &'static [(u64, u32)], Header, bool);
 
 #[test]
-fn malformed_chains_are_dropped_without_harm() {
+fn malformed_chains_are_refused_without_harm() {
     let (dir, path) = socket_path();
     let mut d = Driver::new(3, &path);
     let good = d.header((1, 2), OP_REQUEST);
@@ -49,37 +50,52 @@ fn malformed_chains_are_dropped_without_harm() {
     let mut huge = good;
     huge.len = 128 * 1024;
     let cases: [Case; 6] = [
-        ("header descriptor of 20 bytes", &[(TX_HDR_BASE, 20)], good),
+        (
+            "header descriptor of 20 bytes",
+            &[(RAW_HDR, 20)],
+            good,
+            false,
+        ),
         (
             "payload past its buffer",
-            &[(TX_HDR_BASE, 44), (TX_DATA_BASE, 10)],
+            &[(RAW_HDR, 44), (RAW_DATA, 10)],
             long,
+            true,
         ),
         (
             "payload over 64 KiB",
-            &[(TX_HDR_BASE, 44), (TX_DATA_BASE, 0x2_0000)],
+            &[(RAW_HDR, 44), (RAW_DATA, 0x2_0000)],
             huge,
+            true,
         ),
         (
             "payload outside RAM",
-            &[(TX_HDR_BASE, 44), (0xffff_ffff_0000, 100)],
+            &[(RAW_HDR, 44), (0xffff_ffff_0000, 100)],
             long,
+            true,
         ),
-        ("header outside RAM", &[(0x7fff_0000_0000, 44)], good),
+        ("header outside RAM", &[(0x7fff_0000_0000, 44)], good, false),
         (
             "header across the end of RAM",
             &[((4 << 20) - 20, 44)],
             good,
+            false,
         ),
     ];
-    for (what, chain, hdr) in cases {
+    for (what, chain, hdr, readable) in cases {
         let from = d.log.len();
         d.mem
-            .write_slice(&encode(&hdr), GuestAddress(TX_HDR_BASE))
+            .write_slice(&encode(&hdr), GuestAddress(RAW_HDR))
             .unwrap();
         d.send_chain(chain);
         probe(&mut d, 777);
-        assert_eq!(replies_since(&d, from, 777), vec![], "{what}: no answer");
+        let replies = replies_since(&d, from, 777);
+        if readable {
+            assert_eq!(replies.len(), 1, "{what}: {replies:?}");
+            assert_eq!((replies[0].op, replies[0].dst_port), (OP_RST, 1), "{what}");
+        } else {
+            assert_eq!(replies, vec![], "{what}: no answer");
+        }
     }
     // A receive buffer too small for a header is returned empty.
     d.short_rx = true;
@@ -152,6 +168,22 @@ fn protocol_violations_reset_the_connection() {
         with_timeout(stream).read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty(), "{what}: host stream closed");
     }
+    // A packet the parser refuses on a live connection resets it.
+    let key = d.connect(21, Vec::new());
+    d.run_until("the connection", |d| d.conns[&key].established);
+    let (stream, _) = listener.accept().unwrap();
+    let mut hdr = d.header(key, OP_RW);
+    hdr.len = 100;
+    d.mem
+        .write_slice(&encode(&hdr), GuestAddress(RAW_HDR))
+        .unwrap();
+    d.send_chain(&[(RAW_HDR, 44), (RAW_DATA, 10)]);
+    d.run_until("the RST for a payload past its buffer", |d| {
+        d.conns[&key].rst
+    });
+    let mut rest = Vec::new();
+    with_timeout(stream).read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "no bytes of the bad packet reach the host");
     // Data past the credit: the host does not read, the guest ignores credit.
     let key = d.connect(21, Vec::new());
     d.run_until("the connection", |d| d.conns[&key].established);
