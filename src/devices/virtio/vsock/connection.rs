@@ -16,7 +16,8 @@
 //!
 //! Closing: the host closing its stream (after its last bytes went to the
 //! guest) resets the connection (RST); a host half-close (`shutdown(SHUT_WR)`)
-//! becomes SHUTDOWN(SEND). A guest SHUTDOWN(SEND) half-closes the host stream
+//! becomes SHUTDOWN(SEND), and a full close after it an RST. A host that
+//! goes away before the guest accepted its CONNECT resets it too. A guest SHUTDOWN(SEND) half-closes the host stream
 //! once the buffered bytes are written; SHUTDOWN of both directions is
 //! answered with RST then, as Linux expects. A guest RST drops the connection
 //! after one last non-blocking attempt to write what is buffered.

@@ -6,9 +6,11 @@
 //!
 //! Packets are parsed by rust-vmm's virtio-vsock crate ([`VsockPacket`]). A
 //! transmit chain it refuses (header too short, payload past its buffer or
-//! over 64 KiB, buffers outside guest RAM) is returned used and dropped; so
-//! is a receive chain it refuses. Rings the virtio-queue crate refuses mark
-//! the device NEEDS_RESET and the worker touches the queues no more.
+//! over 64 KiB, buffers outside guest RAM) is returned used; if its header
+//! can still be read, its connection is reset (or an RST answers it), so a
+//! stream never silently misses bytes. A receive chain it refuses is
+//! returned used and empty. Rings the virtio-queue crate refuses mark the
+//! device NEEDS_RESET and the worker touches the queues no more.
 //!
 //! The event queue is held but never written: its one event,
 //! TRANSPORT_RESET, is for a device that lost its connections behind the
