@@ -12,6 +12,7 @@
 //! | `net.rs` | [`Net`]: features, config space, starting the worker |
 //! | `tap.rs` | [`Tap`]: opening or creating a tap with a virtio-net header, offloads |
 //! | `worker.rs` | the per-device thread moving frames between the queues and the tap |
+//! | `vsock/` | [`vsock::Vsock`]: virtio-vsock with the hybrid UNIX-socket backend (`CONNECT <port>`, `PATH_P`) |
 //! | `tests.rs`, `net_tests.rs` | transport tests with fakes; virtio-net end to end on a real tap |
 //!
 //! # Wiring in the VMM
@@ -31,6 +32,7 @@ pub mod net;
 pub mod pci_transport;
 pub mod queue;
 pub mod tap;
+pub mod vsock;
 pub mod worker;
 
 #[cfg(test)]
@@ -172,4 +174,20 @@ pub fn new_blk_pci(
             source,
         },
     )
+}
+
+/// Builds the PCI virtio-vsock device for guest CID `cid` (3 or more) whose
+/// host side listens on the UNIX socket `socket`, at `address`, with its
+/// vectors allocated.
+pub fn new_vsock_pci(
+    cid: u64,
+    socket: &std::path::Path,
+    address: pci::PciAddress,
+    mem: GuestMemory,
+    interrupts: Arc<dyn pci::InterruptManager>,
+    ioevents: Arc<dyn IoEventRegistry>,
+) -> Result<VirtioPciDevice, vsock::VsockError> {
+    let vsock = vsock::Vsock::new(cid, socket)?;
+    VirtioPciDevice::new(Box::new(vsock), address, mem, interrupts.as_ref(), ioevents)
+        .map_err(vsock::VsockError::Transport)
 }
