@@ -11,6 +11,7 @@ use vfio_vmm::config::{
     check_cpus, ConfigError, DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, SerialConfig,
     VmConfig,
 };
+use vfio_vmm::config::{DiskConfig, VsockConfig};
 use vfio_vmm::vmm::VmmError;
 
 use crate::terminal;
@@ -46,6 +47,15 @@ pub struct RunArgs {
     /// A host PCI device to pass through (BDF or /sys/bus/pci/devices/BDF, `,rombar=off` hides its ROM); repeatable.
     #[arg(long = "device", value_name = "BDF[,rombar=off][,id=ID]")]
     device: Vec<String>,
+    /// A virtio-blk disk: a raw or qcow2 image or a block device, locked while the VM runs; repeatable.
+    #[arg(
+        long = "disk",
+        value_name = "path=FILE[,readonly=on][,direct=on][,id=ID][,serial=S]"
+    )]
+    disk: Vec<String>,
+    /// A virtio-vsock device: guest CID N (3 or more); hosts connect to the UNIX socket PATH.
+    #[arg(long = "vsock", value_name = "cid=N,socket=PATH[,id=ID]")]
+    vsock: Vec<String>,
 }
 
 /// Why `run` did not get to run the guest.
@@ -112,6 +122,16 @@ impl RunArgs {
                 .iter()
                 .map(|n| NetConfig::parse(n))
                 .collect::<Result<_, _>>()?,
+            disks: self
+                .disk
+                .iter()
+                .map(|d| DiskConfig::parse(d))
+                .collect::<Result<_, _>>()?,
+            vsock: match self.vsock.as_slice() {
+                [] => None,
+                [one] => Some(VsockConfig::parse(one)?),
+                more => return Err(ConfigError::TooManyVsocks(more.len()).into()),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -128,6 +148,8 @@ impl RunArgs {
             ("--serial", self.serial.is_some()),
             ("--net", !self.net.is_empty()),
             ("--device", !self.device.is_empty()),
+            ("--disk", !self.disk.is_empty()),
+            ("--vsock", !self.vsock.is_empty()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))
@@ -209,6 +231,9 @@ mod tests {
     fn the_command_line_and_json_give_the_same_config() {
         let k = fake_bzimage("same");
         let k = k.to_str().unwrap();
+        let img = fake_bzimage("same-disk");
+        let img = img.to_str().unwrap();
+        let disk = format!("path={img},readonly=on,direct=off,id=root,serial=SN 7");
         let from_cli = args(&[
             "--kernel",
             k,
@@ -228,6 +253,10 @@ mod tests {
             "tap=tap0,mac=02:00:00:00:00:01,id=net0",
             "--net",
             "tap=tap1",
+            "--disk",
+            &disk,
+            "--vsock",
+            "cid=3,socket=/tmp/vfio-vmm-run-same.sock,id=vsock0",
         ])
         .into_config()
         .unwrap();
@@ -239,7 +268,9 @@ mod tests {
               "serial": {{"mode": "File", "file": "/tmp/vfio-vmm-serial.log"}},
               "devices": [{{"path": "/sys/bus/pci/devices/0000:01:00.0", "id": "gpu", "rombar": false}},
                           {{"path": "/sys/bus/pci/devices/0000:02:00.0"}}],
-              "net": [{{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}}, {{"tap": "tap1"}}]
+              "net": [{{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}}, {{"tap": "tap1"}}],
+              "disks": [{{"path": "{img}", "readonly": true, "id": "root", "serial": "SN 7"}}],
+              "vsock": {{"cid": 3, "socket": "/tmp/vfio-vmm-run-same.sock", "id": "vsock0"}}
             }}"#
         );
         assert_eq!(VmConfig::from_json(&json), Ok(from_cli.clone()));
@@ -249,19 +280,33 @@ mod tests {
         assert_eq!(from_file.unwrap(), from_cli);
         std::fs::remove_file(file).unwrap();
         std::fs::remove_file(k).unwrap();
+        std::fs::remove_file(img).unwrap();
+    }
+
+    #[test]
+    fn a_vm_has_at_most_one_vsock() {
+        let vsock = "cid=3,socket=/tmp/v.sock";
+        let err = args(&["--kernel", "/k", "--vsock", vsock, "--vsock", vsock])
+            .into_config()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--vsock is given 2 times: a VM has at most one vsock device"
+        );
     }
 
     #[test]
     fn config_is_not_mixed_with_vm_options() {
         let err = args(&[
-            "--config", "/x.json", "--memory", "1G", "--device", "01:00.0",
+            "--config", "/x.json", "--memory", "1G", "--device", "01:00.0", "--disk", "path=/d",
         ])
         .into_config()
         .unwrap_err()
         .to_string();
         assert_eq!(
             err,
-            "--config cannot be combined with --memory, --device: put these settings in the JSON file, or drop --config"
+            "--config cannot be combined with --memory, --device, --disk: put these settings in the JSON file, or drop --config"
         );
         let err = args(&["--config", "/nonexistent.json"])
             .into_config()

@@ -10,20 +10,25 @@
 //!   "memory": {"size": 536870912, "hugepages": false, "mergeable": false},
 //!   "serial": {"mode": "Tty"},
 //!   "devices": [{"path": "/sys/bus/pci/devices/0000:01:00.0", "id": "nic0"}],
-//!   "net": [{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}]
+//!   "net": [{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}],
+//!   "disks": [{"path": "/img/root.raw", "readonly": false, "direct": false, "id": "root", "serial": "root"}],
+//!   "vsock": {"cid": 3, "socket": "/run/vm.vsock", "id": "vsock0"}
 //! }
 //! ```
 //!
 //! Defaults follow cloud-hypervisor: 1 vCPU, 512 MiB, an empty command line,
 //! serial `Null` (port present, output discarded). Serial modes: `Tty` (stdio),
 //! `File` (with `file`), `Null`, `Off` (no port). `devices[].rombar: false`
-//! (hide the ROM) is a vfio-vmm extension.
+//! (hide the ROM) is a vfio-vmm extension. `disks[].image_type` may be
+//! `Raw`, `Qcow2` or `Unknown`: the format is read from the image itself.
 //!
 //! Fields cloud-hypervisor defines and vfio-vmm does not implement are
 //! accepted and ignored only with a value that changes nothing (null, their
 //! default, an empty list, `console: {"mode": "Off"}`); any other value is
-//! refused as "not supported yet", since it would change the guest (disks,
-//! vsock, rng, ...). Fields cloud-hypervisor does not define are refused.
+//! refused as "not supported yet", since it would change the guest (rng,
+//! balloon, fs, ...). Fields cloud-hypervisor does not define are refused.
+
+mod disks;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +39,7 @@ use serde_json::Value;
 use super::device::parse_bdf;
 use super::{check_cpus, check_id, ConfigError, DeviceConfig, MemoryConfig, NetConfig};
 use super::{PayloadConfig, SerialConfig, VmConfig};
+use disks::{disk, disk_json, vsock, vsock_json, DiskJson, VsockJson};
 
 /// Fields of an object that no struct below takes.
 type Rest = BTreeMap<String, Value>;
@@ -44,7 +50,6 @@ type Ignorable = (&'static str, &'static [&'static str]);
 
 const VM_FIELDS: &[Ignorable] = &[
     ("rate_limit_groups", &["[]"]),
-    ("disks", &["[]"]),
     ("rng", &[]),
     ("balloon", &[]),
     ("fs", &["[]"]),
@@ -54,7 +59,6 @@ const VM_FIELDS: &[Ignorable] = &[
     ("debug_console", &[r#"{"mode":"Off"}"#]),
     ("user_devices", &["[]"]),
     ("vdpa", &["[]"]),
-    ("vsock", &[]),
     ("numa", &["[]"]),
     ("iommu", &["false"]),
     ("watchdog", &["false"]),
@@ -127,6 +131,10 @@ struct VmJson {
     devices: Vec<DeviceJson>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     net: Vec<NetJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    disks: Vec<DiskJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vsock: Option<VsockJson>,
     #[serde(flatten)]
     rest: Rest,
 }
@@ -241,6 +249,13 @@ impl VmConfig {
                 .enumerate()
                 .map(net)
                 .collect::<Result<_, _>>()?,
+            disks: vm
+                .disks
+                .into_iter()
+                .enumerate()
+                .map(disk)
+                .collect::<Result<_, _>>()?,
+            vsock: vm.vsock.map(vsock).transpose()?,
         };
         config.validate()?;
         Ok(config)
@@ -269,6 +284,8 @@ impl VmConfig {
             serial: Some(serial_json(&self.serial)),
             devices: self.devices.iter().map(device_json).collect(),
             net: self.net.iter().map(net_json).collect(),
+            disks: self.disks.iter().map(disk_json).collect(),
+            vsock: self.vsock.as_ref().map(vsock_json),
             rest: Rest::new(),
         };
         // Plain structs, maps with string keys and strings: this cannot fail.
@@ -479,8 +496,8 @@ mod tests {
     fn bad_json_fields_give_clear_errors() {
         let k = fake_bzimage("json-errors");
         let cases = [
-            (r#", "disks": [{"path": "/d.img"}]"#, "disks is not supported yet: remove it"),
-            (r#", "vsock": {"cid": 3, "socket": "/s"}"#, "vsock is not supported yet"),
+            (r#", "disks": [{"path": "/d.img", "vhost_user": true}]"#, "disks[0].vhost_user is not supported yet: remove it"),
+            (r#", "vsock": {"cid": 2, "socket": "/s"}"#, "vsock cid 2: use 3 to 4294967294"),
             (r#", "console": {"mode": "Tty"}"#, "console is not supported yet"),
             (r#", "memory": {"size": 1073741824, "shared": true}"#, "memory.shared is not supported yet: remove it from the configuration (or set it to false)"),
             (r#", "cpus": {"boot_vcpus": 1, "max_vcpus": 4}"#, "CPU hotplug is not supported yet"),

@@ -12,16 +12,20 @@
 //! | `serial.rs` | `--serial stdio|null|off|file=PATH` |
 //! | `device.rs` | `--device BDF[,rombar=off][,id=ID]` |
 //! | `net.rs` | `--net tap=NAME[,mac=MAC][,id=ID]`, MAC addresses, tap names |
-//! | `json.rs` | the JSON form, read and written |
+//! | `disk.rs` | `--disk path=FILE[,readonly=on][,direct=on][,id=ID][,serial=S]` |
+//! | `vsock.rs` | `--vsock cid=N,socket=PATH[,id=ID]` |
+//! | `json.rs` | the JSON form, read and written (`json/disks.rs`: `disks[]` and `vsock`) |
 //!
 //! This module imports no device module: devices import it.
 
 pub mod device;
+pub mod disk;
 pub mod json;
 pub mod memory;
 pub mod net;
 pub mod payload;
 pub mod serial;
+pub mod vsock;
 
 use std::path::PathBuf;
 
@@ -29,10 +33,12 @@ use iommu::size::SizeError;
 use iommu::{Bdf, BdfError};
 
 pub use device::DeviceConfig;
+pub use disk::DiskConfig;
 pub use memory::{MemoryConfig, MIN_MEMORY};
 pub use net::{MacAddress, NetConfig};
 pub use payload::PayloadConfig;
 pub use serial::SerialConfig;
+pub use vsock::VsockConfig;
 
 /// vCPU ids are xAPIC ids; 0xff is the broadcast id.
 pub const MAX_CPUS: u8 = 254;
@@ -135,6 +141,54 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// A `--disk` value that does not parse.
+    #[error(
+        "--disk {text:?}: {why} (expected path=FILE[,readonly=on][,direct=on][,id=ID][,serial=S])"
+    )]
+    BadDisk {
+        /// The value given.
+        text: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A disk image that cannot be used as asked.
+    #[error("disk image {path}: {why}")]
+    DiskImage {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        why: String,
+    },
+    /// One image behind two disks.
+    #[error("disk image {0} is given twice: each disk needs its own image")]
+    DuplicateDisk(PathBuf),
+    /// A disk serial the guest cannot read back.
+    #[error(
+        "disk serial {0:?} (serial=, disks[].serial): use at most 20 printable ASCII characters"
+    )]
+    BadDiskSerial(String),
+    /// A `--vsock` value that does not parse.
+    #[error("--vsock {text:?}: {why} (expected cid=N,socket=PATH[,id=ID])")]
+    BadVsock {
+        /// The value given.
+        text: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// `--vsock` given more than once.
+    #[error("--vsock is given {0} times: a VM has at most one vsock device")]
+    TooManyVsocks(usize),
+    /// A CID no guest may have.
+    #[error("vsock cid {0}: use 3 to 4294967294 (0 to 2 are reserved)")]
+    BadCid(u64),
+    /// The vsock socket cannot be created where it is asked for.
+    #[error("vsock socket {path}: {why}")]
+    VsockSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        why: String,
+    },
     /// A device id that is empty, malformed or used twice.
     #[error("device id {0:?}: {1}")]
     BadId(String, &'static str),
@@ -145,7 +199,7 @@ pub enum ConfigError {
     #[error("{0} is not supported yet: remove it from the configuration{1}")]
     Unsupported(String, String),
     /// A field cloud-hypervisor does not define.
-    #[error("unknown field {0}: vfio-vmm reads cloud-hypervisor's VmConfig (payload, cpus, memory, serial, devices, net)")]
+    #[error("unknown field {0}: vfio-vmm reads cloud-hypervisor's VmConfig (payload, cpus, memory, serial, devices, net, disks, vsock)")]
     UnknownField(String),
 }
 
@@ -164,11 +218,16 @@ pub struct VmConfig {
     pub devices: Vec<DeviceConfig>,
     /// Emulated virtio-net NICs, each on a tap.
     pub net: Vec<NetConfig>,
+    /// virtio-blk disks, in the order the guest finds them.
+    pub disks: Vec<DiskConfig>,
+    /// The virtio-vsock device, if any.
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VmConfig {
     /// Checks everything that needs no resource: counts, sizes, ids and
-    /// duplicates first, then the files (serial directory, kernel, initramfs).
+    /// duplicates first, then the files (serial directory, disk images, vsock
+    /// socket, kernel, initramfs).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_cpus(u64::from(self.cpus))?;
         self.memory.validate()?;
@@ -180,16 +239,22 @@ impl VmConfig {
         }
         net::check_distinct(&self.net)?;
         self.serial.validate()?;
+        disk::validate_all(&self.disks)?;
+        if let Some(vsock) = &self.vsock {
+            vsock.validate()?;
+        }
         self.payload.validate()
     }
 
-    /// Ids must be unique across devices and NICs.
+    /// Ids must be unique across devices, NICs, disks and the vsock.
     fn check_ids(&self) -> Result<(), ConfigError> {
         let ids: Vec<&str> = self
             .devices
             .iter()
             .filter_map(|d| d.id.as_deref())
             .chain(self.net.iter().filter_map(|n| n.id.as_deref()))
+            .chain(self.disks.iter().filter_map(|d| d.id.as_deref()))
+            .chain(self.vsock.iter().filter_map(|v| v.id.as_deref()))
             .collect();
         for (i, id) in ids.iter().enumerate() {
             check_id(id)?;
@@ -265,6 +330,8 @@ pub(crate) mod tests {
             serial: SerialConfig::Stdio,
             devices: vec![DeviceConfig::parse("01:00.0,id=gpu").unwrap()],
             net: vec![NetConfig::parse("tap=t0,id=nic0").unwrap()],
+            disks: Vec::new(),
+            vsock: None,
         }
     }
 

@@ -77,34 +77,9 @@ const BASE_FEATURES: u64 = F_VERSION_1
     | bit(VIRTIO_BLK_F_BLK_SIZE)
     | bit(VIRTIO_BLK_F_FLUSH);
 
-/// How to open one disk: what `--disk path=FILE[,readonly=on][,direct=on][,id=NAME]` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskOptions {
-    /// The image: a raw file, a block device or a qcow2 file.
-    pub path: PathBuf,
-    /// Open read-only, lock shared, offer VIRTIO_BLK_F_RO and refuse writes.
-    pub readonly: bool,
-    /// Open with O_DIRECT (bypassing the host page cache).
-    pub direct: bool,
-    /// The device's name for the API; the path when absent.
-    pub id: Option<String>,
-    /// The serial the guest reads with GET_ID (at most 20 printable ASCII
-    /// bytes); derived from the path when absent.
-    pub serial: Option<String>,
-}
-
-impl DiskOptions {
-    /// Options for a writable, cached disk at `path`.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        DiskOptions {
-            path: path.into(),
-            readonly: false,
-            direct: false,
-            id: None,
-            serial: None,
-        }
-    }
-}
+/// How to open one disk: what `--disk path=FILE[,readonly=on][,direct=on][,id=NAME][,serial=S]`
+/// says, validated by the configuration (`config::disk`), which owns the type.
+pub type DiskOptions = crate::config::DiskConfig;
 
 /// Errors building a virtio-blk device.
 #[derive(Debug, Error)]

@@ -40,10 +40,8 @@ use worker::{VsockWorker, WorkerHandle};
 pub const VSOCK_DEVICE_TYPE: u16 = 19;
 /// Ring size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
-/// Lowest CID a guest may have (0, 1 and 2 are reserved, 2 is the host).
-pub const MIN_CID: u64 = 3;
-/// Highest CID a guest may have (Linux keeps CIDs in 32 bits; -1 is "any").
-pub const MAX_CID: u64 = u32::MAX as u64 - 1;
+/// The CIDs a guest may have: the configuration's bounds, checked again here.
+pub use crate::config::vsock::{MAX_CID, MIN_CID};
 
 /// Errors building a virtio-vsock device.
 #[derive(Debug, Error)]
