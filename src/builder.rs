@@ -4,8 +4,10 @@
 //! devices in sysfs, the RAM the host can give), then the console, the KVM
 //! VM, the passthrough devices opened (their IOMMU decides the guest layout),
 //! guest RAM (DMA-mapped for them), interrupt controllers, legacy devices,
-//! the PCI bus with its devices, vCPUs, NICs; then BARs, the kernel and the
-//! boot tables. `vmm.rs` runs the result and tears it down.
+//! the PCI bus with its devices, vCPUs, NICs, disks and vsock; then BARs, the
+//! kernel and the boot tables. Disk images are opened and locked, and the
+//! vsock socket bound, before /dev/kvm is opened: an image in use by another
+//! VMM is refused first. `vmm.rs` runs the result and tears it down.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,9 @@ use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
 use crate::devices::pci_root::{self, BarWindow, ConfigPorts, Ecam, SharedPciBus};
 use crate::devices::serial::{self, spawn_stdin_reader, ConsoleOut, SerialDevice};
 use crate::devices::vfio::{CheckedDevices, VfioPassthrough, VfioSetupError};
-use crate::devices::virtio::{self, NetError};
+use crate::devices::virtio::vsock::{Vsock, VsockError};
+use crate::devices::virtio::{self, BlkError, Block, NetError, TransportError};
+use crate::devices::virtio::{VirtioDevice, VirtioPciDevice};
 use crate::exit::ExitHandle;
 use crate::layout;
 use crate::memory;
@@ -74,6 +78,12 @@ pub enum BuildError {
     /// A virtio-net NIC could not be created.
     #[error("NIC number {0} (tap {1}): {2}")]
     Net(usize, String, NetError),
+    /// A disk image could not be opened, checked or locked, or its device built.
+    #[error(transparent)]
+    Disk(#[from] BlkError),
+    /// The vsock device could not be created (its socket) or built.
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
     /// A KVM irqfd could not be registered.
     #[error("cannot wire {what}'s interrupt: {err}")]
     Irq {
@@ -98,10 +108,27 @@ pub fn build(config: &VmConfig, sysfs: &Sysfs) -> Result<Machine, BuildError> {
     // Checks that take nothing, so their errors come before /dev/kvm is opened.
     let checked = CheckedDevices::check(&config.devices, sysfs)?;
     memory::check_host_can_give(&config.memory)?;
+    // Disk images opened and locked, the vsock socket bound: still before
+    // /dev/kvm, so that an image in use or a live socket is refused first.
+    let disks = config
+        .disks
+        .iter()
+        .map(Block::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let vsock = config.vsock.as_ref();
+    let vsock = vsock.map(|v| Vsock::new(v.cid, &v.socket)).transpose()?;
     let console = open_console(&config.serial)?;
     let mut machine = assemble(&config.memory, config.cpus, checked, console)?;
     for (index, net) in config.net.iter().enumerate() {
         add_net(&mut machine, net, index)?;
+    }
+    for disk in disks {
+        add_disk(&mut machine, disk)?;
+    }
+    if let Some(vsock) = vsock {
+        add_virtio(&mut machine, Box::new(vsock), |e| {
+            VsockError::Transport(e).into()
+        })?;
     }
     load_linux(&mut machine, &config.payload)?;
     if config.serial == SerialConfig::Stdio {
@@ -200,6 +227,34 @@ fn add_net(machine: &mut Machine, config: &NetConfig, index: usize) -> Result<()
         machine.vm.shared_fd(),
     )
     .map_err(net_err)?;
+    lock(&machine.pci).add_device_at(address.device(), Box::new(dev))?;
+    Ok(())
+}
+
+/// Adds a virtio-blk device on an image already opened and locked.
+fn add_disk(machine: &mut Machine, disk: Block) -> Result<(), BuildError> {
+    let path = disk.path().to_path_buf();
+    add_virtio(machine, Box::new(disk), |source| {
+        BlkError::Transport { path, source }.into()
+    })
+}
+
+/// Adds `device` behind the virtio PCI transport on the bus's first free
+/// slot; `transport_err` says which device a transport failure is about.
+fn add_virtio(
+    machine: &mut Machine,
+    device: Box<dyn VirtioDevice>,
+    transport_err: impl FnOnce(TransportError) -> BuildError,
+) -> Result<(), BuildError> {
+    let address = lock(&machine.pci).free_address()?;
+    let dev = VirtioPciDevice::new(
+        device,
+        address,
+        machine.mem.clone(),
+        machine.interrupts.as_ref(),
+        machine.vm.shared_fd(),
+    )
+    .map_err(transport_err)?;
     lock(&machine.pci).add_device_at(address.device(), Box::new(dev))?;
     Ok(())
 }

@@ -232,3 +232,118 @@ fn a_json_config_runs_end_to_end_and_bad_fields_are_named() {
     std::fs::remove_file(file).unwrap();
     std::fs::remove_file(k).unwrap();
 }
+
+#[test]
+fn a_missing_disk_image_is_named_before_anything_is_opened() {
+    let k = fake_kernel("disk-missing");
+    let k = k.to_str().unwrap();
+    let err = run_fails(&["--kernel", k, "--disk", "path=/nonexistent/disk.img"]);
+    assert!(
+        err.contains("disk image /nonexistent/disk.img: no such file; check the path"),
+        "{err}"
+    );
+    let err = run_fails(&["--kernel", k, "--disk", "path=/tmp"]);
+    assert!(err.contains("disk image /tmp: is a directory"), "{err}");
+    let err = run_fails(&["--kernel", k, "--disk", "path=/d,cache=none"]);
+    assert!(err.contains("unknown key \"cache\""), "{err}");
+    std::fs::remove_file(k).unwrap();
+}
+
+/// Takes an OFD lock on the whole of `file`, as another VMM would: a write
+/// lock for a writable image, a read lock for a read-only one.
+fn ofd_lock(file: &std::fs::File, write: bool) {
+    let lock_type = if write { libc::F_WRLCK } else { libc::F_RDLCK };
+    let flock = libc::flock {
+        // Constants that fit in a short.
+        l_type: lock_type as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&flock)).unwrap();
+}
+
+#[test]
+fn a_disk_image_in_use_by_another_vmm_is_refused_before_kvm() {
+    let k = fake_kernel("disk-locked");
+    let img = zeros("disk-locked.img");
+    let (k, i) = (k.to_str().unwrap(), img.to_str().unwrap());
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    ofd_lock(&holder, true);
+    // Images are locked before /dev/kvm is opened: no KVM needed for this.
+    for disk in [format!("path={i}"), format!("path={i},readonly=on")] {
+        let err = run_fails(&["--kernel", k, "--memory", "64M", "--disk", &disk]);
+        assert!(
+            err.contains(&format!("disk image {i} is in use")) && err.contains("stop it first"),
+            "{disk}: {err}"
+        );
+    }
+    drop(holder);
+    // A reader leaves the image to other readers only.
+    let reader = std::fs::File::open(&img).unwrap();
+    ofd_lock(&reader, false);
+    let err = run_fails(&[
+        "--kernel",
+        k,
+        "--memory",
+        "64M",
+        "--disk",
+        &format!("path={i}"),
+    ]);
+    assert!(
+        err.contains("is in use") && err.contains("readonly=on"),
+        "{err}"
+    );
+    let err = run_fails(&[
+        "--kernel",
+        k,
+        "--memory",
+        "64M",
+        "--disk",
+        &format!("path={i},readonly=on"),
+    ]);
+    assert!(!err.contains("in use"), "a shared lock is shared: {err}");
+    drop(reader);
+    std::fs::remove_file(img).unwrap();
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn a_vsock_socket_a_live_program_listens_on_is_refused_before_kvm() {
+    let k = fake_kernel("vsock-live");
+    let sock = scratch("vsock-live.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let vsock = format!("cid=3,socket={}", sock.display());
+    let err = run_fails(&["--kernel", k.to_str().unwrap(), "--vsock", &vsock]);
+    assert!(
+        err.contains(&format!("vsock socket {}: in use", sock.display())),
+        "{err}"
+    );
+    let err = run_fails(&["--kernel", "/k", "--vsock", "cid=2,socket=/tmp/v.sock"]);
+    assert!(err.contains("vsock cid 2: use 3 to 4294967294"), "{err}");
+    std::fs::remove_file(sock).unwrap();
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn a_disk_image_the_device_refuses_is_named_before_kvm() {
+    let k = fake_kernel("disk-odd-size");
+    let img = scratch("disk-odd-size.img");
+    std::fs::write(&img, vec![0u8; 1000]).unwrap();
+    let disk = format!("path={}", img.display());
+    let err = run_fails(&["--kernel", k.to_str().unwrap(), "--disk", &disk]);
+    assert!(
+        err.contains(&format!(
+            "disk image {} is 1000 bytes, not a multiple of 512",
+            img.display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_file(img).unwrap();
+    std::fs::remove_file(k).unwrap();
+}
