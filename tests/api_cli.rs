@@ -1,7 +1,8 @@
 //! The control API as Kata and a user meet it: `vfio-vmm --api-socket PATH
 //! -v --log-file FILE --seccomp false` (Kata's form) and `vfio-vmm run
-//! --api-socket PATH`, driven with `vfio-vmm remote`. No VM is booted
-//! (that needs KVM and a kernel: the rig's `api` scenario).
+//! --api-socket PATH`, driven with `vfio-vmm remote`. The ignored tests boot
+//! a tiny 64-bit payload dressed as a bzImage on /dev/kvm (a real guest with
+//! devices is the rig's `api` scenario).
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -22,21 +23,44 @@ fn scratch(test: &str) -> PathBuf {
 
 /// A file with a bzImage setup header: enough for vm.create's validation.
 fn fake_bzimage(path: &Path) {
+    bzimage_running(path, &[]);
+}
+
+/// A bzImage whose 64-bit entry runs `code`, then halts for ever.
+fn bzimage_running(path: &Path, code: &[u8]) {
     let mut image = vec![0u8; 4096];
     image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
     image[0x202..0x206].copy_from_slice(b"HdrS");
     image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
     image[0x211] = 1;
     image[0x238..0x23c].copy_from_slice(&2048u32.to_le_bytes());
+    image[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes()); // code32_start
+                                                                      // setup_sects 0 means 4: the kernel starts at 5 * 512, startup_64 0x200 into it.
+    let entry = 5 * 512 + 0x200;
+    let halt = [0xf4, 0xeb, 0xfd]; // hlt; jmp back to the hlt
+    image[entry..entry + code.len()].copy_from_slice(code);
+    image[entry + code.len()..entry + code.len() + 3].copy_from_slice(&halt);
     std::fs::write(path, image).unwrap();
 }
 
+/// A server process, killed if the test ends before it does.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the server with `args` and waits (bounded) until it accepts.
-fn start(args: &[&str], sock: &Path) -> Child {
+fn start(args: &[&str], sock: &Path) -> Server {
     let mut child = vfio_vmm()
         .args(args)
         .stdin(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -50,7 +74,7 @@ fn start(args: &[&str], sock: &Path) -> Child {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    child
+    Server(child)
 }
 
 fn remote(sock: &Path, command: &[&str]) -> Output {
@@ -82,7 +106,7 @@ fn fails(out: &Output, want: &str) {
 }
 
 /// Waits (bounded) for the server to end and returns its status.
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+fn wait_exit(Server(child): &mut Server) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -192,5 +216,99 @@ fn run_with_an_api_socket_waits_and_a_live_socket_is_not_taken() {
     ok(&remote(&sock, &["ping"]));
     ok(&remote(&sock, &["shutdown-vmm"]));
     assert_eq!(wait_exit(&mut server).code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn require_kvm() {
+    assert!(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok(),
+        "/dev/kvm is not usable here"
+    );
+}
+
+#[test]
+#[ignore = "needs /dev/kvm (scripts/test.sh runs it)"]
+fn a_vm_boots_reboots_and_shuts_down_through_the_api() {
+    require_kvm();
+    let dir = scratch("kvm-boot");
+    let sock = dir.join("api.sock");
+    let kernel = dir.join("bzImage");
+    bzimage_running(&kernel, &[]);
+    let config = dir.join("vm.json");
+    let json = format!(
+        r#"{{"payload": {{"kernel": {:?}}}, "memory": {{"size": 268435456}}, "serial": {{"mode": "Off"}}}}"#,
+        kernel.to_str().unwrap()
+    );
+    std::fs::write(&config, json).unwrap();
+    let mut server = start(&["--api-socket", sock.to_str().unwrap()], &sock);
+    ok(&remote(&sock, &["create", config.to_str().unwrap()]));
+    ok(&remote(&sock, &["boot"]));
+    assert!(ok(&remote(&sock, &["info"])).contains("\"state\": \"Running\""));
+    assert_eq!(ok(&remote(&sock, &["counters"])).trim(), "{}");
+    fails(
+        &remote(&sock, &["boot"]),
+        "error 405: the VM is already running",
+    );
+    fails(
+        &remote(&sock, &["add-net", "tap=vmmtest1"]),
+        "hotplug on a running VM is not supported yet",
+    );
+    ok(&remote(&sock, &["reboot"]));
+    assert!(ok(&remote(&sock, &["info"])).contains("\"state\": \"Running\""));
+    ok(&remote(&sock, &["shutdown"]));
+    assert!(ok(&remote(&sock, &["info"])).contains("\"state\": \"Shutdown\""));
+    ok(&remote(&sock, &["boot"]));
+    ok(&remote(&sock, &["shutdown-vmm"]));
+    assert_eq!(wait_exit(&mut server).code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+#[ignore = "needs /dev/kvm (scripts/test.sh runs it)"]
+fn a_guest_poweroff_ends_the_api_process_with_0() {
+    require_kvm();
+    let dir = scratch("kvm-poweroff");
+    let sock = dir.join("api.sock");
+    let kernel = dir.join("bzImage");
+    // mov edx, 0x600; mov al, S5 | SLP_EN; out dx, al
+    bzimage_running(
+        &kernel,
+        &[
+            0xba,
+            0x00,
+            0x06,
+            0x00,
+            0x00,
+            0xb0,
+            (5 << 2) | (1 << 5),
+            0xee,
+        ],
+    );
+    let k = kernel.to_str().unwrap();
+    let args = [
+        "run",
+        "--api-socket",
+        sock.to_str().unwrap(),
+        "--kernel",
+        k,
+        "--memory",
+        "256M",
+        "--serial",
+        "off",
+    ];
+    let mut child = Server(
+        vfio_vmm()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert!(!sock.exists(), "the socket is removed at exit");
     let _ = std::fs::remove_dir_all(dir);
 }
