@@ -246,6 +246,20 @@ fn a_vm_boots_reboots_and_shuts_down_through_the_api() {
     std::fs::write(&config, json).unwrap();
     let mut server = start(&["--api-socket", sock.to_str().unwrap()], &sock);
     ok(&remote(&sock, &["create", config.to_str().unwrap()]));
+    // Kata's way: a tap it opened, passed as a descriptor, no tap name.
+    let tap_name = format!("vvk{}", std::process::id() % 100_000);
+    let tap = vfio_vmm::devices::virtio::Tap::open(&tap_name).expect("needs root and /dev/net/tun");
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&tap);
+    // SAFETY: `tap` owns `raw` and outlives this borrow, which is only duplicated.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }
+        .try_clone_to_owned()
+        .unwrap();
+    ok(&remote_with_stdin(
+        &sock,
+        &["add-net", "fd=0,id=net0"],
+        Stdio::from(fd),
+    ));
+    assert!(ok(&remote(&sock, &["info"])).contains(&format!("\"tap\": \"{tap_name}\"")));
     ok(&remote(&sock, &["boot"]));
     assert!(ok(&remote(&sock, &["info"])).contains("\"state\": \"Running\""));
     assert_eq!(ok(&remote(&sock, &["counters"])).trim(), "{}");

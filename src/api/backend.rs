@@ -14,6 +14,7 @@ use pci::ROM_BAR;
 use super::state::{Backend, Counters, TapFds};
 use crate::builder;
 use crate::config::VmConfig;
+use crate::devices::virtio::Tap;
 use crate::exit::{ExitHandle, ExitReason};
 
 /// Runs VMs with `builder::build` and `Machine::run`.
@@ -51,11 +52,7 @@ impl Backend for MachineBackend {
         if self.running.is_some() {
             return Err("a VM is running already".into());
         }
-        if !taps.is_empty() {
-            // The tap is opened by the name read from the descriptor; the
-            // descriptors stay open with the configuration meanwhile.
-            log::info!("API: NICs {:?} came as tap descriptors", taps.keys());
-        }
+        adopt_taps(config, taps)?;
         let machine = builder::build(config, &self.sysfs).map_err(|e| e.to_string())?;
         let exit = machine.exit.clone();
         let stats = machine.vfio.stats();
@@ -105,6 +102,34 @@ impl Backend for MachineBackend {
             .map(|(bdf, stats)| (bdf.clone(), device_counters(stats)))
             .collect()
     }
+}
+
+/// Hands each NIC's first passed descriptor (a duplicate: the controller
+/// keeps them for the next boot) to the tap layer, which the NIC then uses
+/// instead of opening its tap. vfio-vmm's virtio-net has one queue pair, so
+/// further descriptors (queues) are not used.
+fn adopt_taps(config: &VmConfig, taps: &TapFds) -> Result<(), String> {
+    for (id, fds) in taps {
+        let Some(fd) = fds.first() else { continue };
+        if fds.len() > 1 {
+            log::warn!(
+                "NIC {id}: {} tap descriptors passed; one queue pair uses the first",
+                fds.len()
+            );
+        }
+        let dup = fd
+            .try_clone()
+            .map_err(|e| format!("NIC {id}: cannot duplicate its tap descriptor: {e}"))?;
+        let name = Tap::adopt(dup).map_err(|e| format!("NIC {id}: {e}"))?;
+        let nic = config.net.iter().find(|n| n.id.as_deref() == Some(id));
+        if let Some(nic) = nic.filter(|n| n.tap != name) {
+            return Err(format!(
+                "NIC {id}: its descriptor is tap {name}, not {}",
+                nic.tap
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The exit report's numbers as named counters.
