@@ -26,13 +26,15 @@ pub enum ExitReason {
     VcpuError(u8, String),
     /// SIGINT or SIGTERM asked us to stop.
     Signal(i32),
+    /// The control API stopped the VM (`vm.shutdown`, `vmm.shutdown`, ...).
+    Api,
 }
 
 impl ExitReason {
     /// The process exit status: 0 for what the guest or the user asked for.
     pub fn status(&self) -> i32 {
         match self {
-            ExitReason::PowerOff | ExitReason::Reset | ExitReason::Signal(_) => 0,
+            ExitReason::PowerOff | ExitReason::Reset | ExitReason::Signal(_) | ExitReason::Api => 0,
             _ => 1,
         }
     }
@@ -46,6 +48,7 @@ impl ExitReason {
             ExitReason::GuestPanic => "guest kernel panicked (see its console output above)".into(),
             ExitReason::VcpuError(cpu, e) => format!("vCPU {cpu} stopped: {e}"),
             ExitReason::Signal(sig) => format!("stopped by signal {sig}"),
+            ExitReason::Api => "stopped through the control API".into(),
         }
     }
 }

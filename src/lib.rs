@@ -10,6 +10,7 @@
 //! - [`vmm`]: the machine's vCPUs run until the guest stops, then everything
 //!   is torn down in order.
 
+pub mod api;
 pub mod bench;
 pub mod boot;
 pub mod builder;

@@ -2,9 +2,10 @@
 //! validated `VmConfig` (all grammar lives in `vfio_vmm::config`); then the
 //! builder assembles the machine and the vmm runs it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use vfio_vmm::api::{self, backend::MachineBackend, http::Limits};
 use vfio_vmm::builder::{self, BuildError};
 use vfio_vmm::config::payload::DEFAULT_CMDLINE;
 use vfio_vmm::config::{
@@ -23,8 +24,12 @@ pub struct RunArgs {
     /// instead of the options below, which may then not be given.
     #[arg(long, value_name = "FILE.json")]
     config: Option<PathBuf>,
+    /// Serve the control API (cloud-hypervisor's) on this UNIX socket; alone, wait for
+    /// vm.create; with a VM given, boot it at once and serve it.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
     /// The guest kernel (bzImage).
-    #[arg(long, required_unless_present = "config")]
+    #[arg(long, required_unless_present_any = ["config", "api_socket"])]
     kernel: Option<PathBuf>,
     /// An initramfs for the guest.
     #[arg(long)]
@@ -167,7 +172,20 @@ impl RunArgs {
 
 /// Builds and runs the VM; passthrough devices are looked up under
 /// `sysfs_root` (else `$VFIO_VMM_SYSFS_ROOT`, else `/`).
-pub fn run(args: RunArgs, sysfs_root: Option<PathBuf>) -> ExitCode {
+pub fn run(mut args: RunArgs, sysfs_root: Option<PathBuf>) -> ExitCode {
+    if let Some(socket) = args.api_socket.take() {
+        let config = match args.kernel.is_some() || args.config.is_some() {
+            true => match args.into_config() {
+                Ok(c) => Some(c),
+                Err(e) => return fail(&e),
+            },
+            false if args.has_vm_options() => {
+                return fail(&"--api-socket with VM options needs --kernel or --config")
+            }
+            false => None,
+        };
+        return serve_api(&socket, config, sysfs_root);
+    }
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -190,6 +208,30 @@ pub fn run(args: RunArgs, sysfs_root: Option<PathBuf>) -> ExitCode {
             ExitCode::from(status as u8)
         }
         Err(e) => fail(&e),
+    }
+}
+
+/// API mode: serves the control API on `socket` (booting `config` first if
+/// given) until `vmm.shutdown`, a signal or the guest's end.
+pub fn serve_api(socket: &Path, config: Option<VmConfig>, sysfs_root: Option<PathBuf>) -> ExitCode {
+    let sysfs = iommu::sysfs::Sysfs::from_env(sysfs_root);
+    let backend = Box::new(MachineBackend::new(sysfs));
+    match api::serve(socket, config, backend, Limits::default()) {
+        Ok(status) => ExitCode::from(status as u8),
+        Err(e) => fail(&e),
+    }
+}
+
+impl RunArgs {
+    /// Whether any option describing a VM was given.
+    fn has_vm_options(&self) -> bool {
+        self.initramfs.is_some()
+            || self.cmdline.is_some()
+            || self.cpus.is_some()
+            || self.memory.is_some()
+            || self.serial.is_some()
+            || !self.net.is_empty()
+            || !self.device.is_empty()
     }
 }
 
@@ -222,7 +264,7 @@ mod tests {
         let mut all = vec!["vfio-vmm", "run"];
         all.extend_from_slice(argv);
         match Cli::try_parse_from(all).unwrap().command {
-            Command::Run(args) => args,
+            Some(Command::Run(args)) => args,
             _ => unreachable!("parsed run"),
         }
     }

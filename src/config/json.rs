@@ -295,7 +295,12 @@ impl VmConfig {
 
 fn cpus(c: CpusJson) -> Result<u8, ConfigError> {
     check_rest("cpus", &c.rest, CPUS_FIELDS)?;
-    if let Some(max) = c.max_vcpus.filter(|&m| m != c.boot_vcpus) {
+    if let Some(max) = c.max_vcpus.filter(|&m| m > c.boot_vcpus) {
+        // Kata sends max_vcpus above boot_vcpus by default; nothing hotplugs
+        // them here, so the guest simply keeps boot_vcpus.
+        log::info!("config: cpus.max_vcpus {max} is above boot_vcpus {}: CPU hotplug is absent, booting {0}", c.boot_vcpus);
+    }
+    if let Some(max) = c.max_vcpus.filter(|&m| m < c.boot_vcpus) {
         return Err(ConfigError::CpuHotplug {
             boot: c.boot_vcpus,
             max,
@@ -489,6 +494,8 @@ mod tests {
             "platform": {"num_pci_segments": 1}"#;
         let c = VmConfig::from_json(&kernel_json(&k, extra)).unwrap();
         assert_eq!((c.cpus, c.memory.size), (2, 1 << 30));
+        let kata = r#", "cpus": {"boot_vcpus": 1, "max_vcpus": 8}"#;
+        assert_eq!(VmConfig::from_json(&kernel_json(&k, kata)).unwrap().cpus, 1);
         std::fs::remove_file(k).unwrap();
     }
 
@@ -500,7 +507,7 @@ mod tests {
             (r#", "vsock": {"cid": 2, "socket": "/s"}"#, "vsock cid 2: use 3 to 4294967294"),
             (r#", "console": {"mode": "Tty"}"#, "console is not supported yet"),
             (r#", "memory": {"size": 1073741824, "shared": true}"#, "memory.shared is not supported yet: remove it from the configuration (or set it to false)"),
-            (r#", "cpus": {"boot_vcpus": 1, "max_vcpus": 4}"#, "CPU hotplug is not supported yet"),
+            (r#", "cpus": {"boot_vcpus": 4, "max_vcpus": 1}"#, "CPU hotplug is not supported yet"),
             (r#", "cpus": {"boot_vcpus": 0}"#, "use 1 to 254"),
             (r#", "memory": {"size": 1024}"#, "at least 64 MiB"),
             (r#", "serial": {"mode": "Pty"}"#, "serial.mode Pty is not supported yet"),

@@ -63,8 +63,8 @@ pub enum ConfigError {
     /// A vCPU count out of range.
     #[error("{0} vCPUs (--cpus, cpus.boot_vcpus) is out of range: use 1 to {MAX_CPUS}")]
     BadCpus(u64),
-    /// More vCPUs at most than at boot: CPU hotplug.
-    #[error("cpus.max_vcpus {max} differs from cpus.boot_vcpus {boot}: CPU hotplug is not supported yet, set max_vcpus to boot_vcpus")]
+    /// Fewer vCPUs at most than at boot.
+    #[error("cpus.max_vcpus {max} is below cpus.boot_vcpus {boot}: CPU hotplug is not supported yet, set max_vcpus to boot_vcpus")]
     CpuHotplug {
         /// vCPUs at boot.
         boot: u64,

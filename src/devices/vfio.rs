@@ -351,6 +351,15 @@ impl VfioPassthrough {
             .collect()
     }
 
+    /// The live counters of each attached device, by host address, to read
+    /// while the VM runs (the control API's `vm.counters`).
+    pub fn stats(&self) -> Vec<(String, Arc<VfioStats>)> {
+        self.attached
+            .iter()
+            .map(|a| (a.bdf.to_string(), a.stats.clone()))
+            .collect()
+    }
+
     /// Step 7: interrupts off and reset for every device, then DMA unmapped.
     /// Call after the vCPUs stopped and before guest RAM is dropped; the
     /// device files close when the bus (and this value) are dropped, after

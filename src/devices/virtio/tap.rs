@@ -2,12 +2,16 @@
 //! `/dev/net/tun` (created if it does not exist, attached to if it does),
 //! carrying a 12-byte virtio-net header before every frame
 //! (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, TUNSETVNETHDRSZ), with the receive
-//! offloads (TUNSETOFFLOAD) set to what the guest driver accepted.
+//! offloads (TUNSETOFFLOAD) set to what the guest driver accepted. A tap
+//! descriptor another process opened (the control API's `vm.add-net` with
+//! SCM_RIGHTS) is [`Tap::adopt`]ed and taken by the next open of its name.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -33,6 +37,8 @@ mod ioctls {
 
     /// `_IOW('T', 202, int)`, though the argument is a `struct ifreq`.
     pub const TUNSETIFF: ioctl_num_type = nix::request_code_write!(b'T', 202, size_of::<c_int>());
+    /// `_IOR('T', 210, unsigned int)`, though the argument is a `struct ifreq`.
+    pub const TUNGETIFF: ioctl_num_type = nix::request_code_read!(b'T', 210, size_of::<c_uint>());
     /// `_IOW('T', 208, unsigned int)`, though the argument is passed by value.
     pub const TUNSETOFFLOAD: ioctl_num_type =
         nix::request_code_write!(b'T', 208, size_of::<c_uint>());
@@ -41,6 +47,12 @@ mod ioctls {
         /// TUNSETIFF: the kernel reads the `struct ifreq` and writes it back.
         tun_set_iff,
         TUNSETIFF,
+        IfReqFlags
+    );
+    nix::ioctl_read_bad!(
+        /// TUNGETIFF: the kernel writes the name and flags of the attached interface.
+        tun_get_iff,
+        TUNGETIFF,
         IfReqFlags
     );
     nix::ioctl_write_int_bad!(
@@ -102,6 +114,14 @@ pub enum TapError {
         #[source]
         source: std::io::Error,
     },
+    /// A descriptor handed over is not a usable tap.
+    #[error("descriptor {fd} is not a usable tap: {why}")]
+    Adopt {
+        /// The descriptor.
+        fd: RawFd,
+        /// What is wrong.
+        why: String,
+    },
     /// Duplicating the tap descriptor failed.
     #[error("tap {name}: cannot duplicate the descriptor: {source}")]
     Clone {
@@ -139,6 +159,10 @@ impl IfReqFlags {
     }
 }
 
+/// Tap descriptors handed over by another process, by interface name, for
+/// the next [`Tap::open`] of that name.
+static ADOPTED: Mutex<BTreeMap<String, File>> = Mutex::new(BTreeMap::new());
+
 /// An open tap interface.
 #[derive(Debug)]
 pub struct Tap {
@@ -153,6 +177,17 @@ impl Tap {
     /// it up) if it does not exist. The descriptor is non-blocking.
     pub fn open(name: &str) -> Result<Tap, TapError> {
         check_name(name)?;
+        let adopted = ADOPTED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(file) = adopted {
+            log::info!("tap {name}: using the descriptor handed over");
+            return Ok(Tap {
+                file,
+                name: name.to_string(),
+            });
+        }
         let existed = std::path::Path::new("/sys/class/net").join(name).exists();
         let file = OpenOptions::new()
             .read(true)
@@ -183,6 +218,45 @@ impl Tap {
             }
         }
         Ok(tap)
+    }
+
+    /// Keeps `fd`, a tap opened elsewhere with IFF_TAP | IFF_NO_PI |
+    /// IFF_VNET_HDR (as Kata opens them), for the next [`Tap::open`] of its
+    /// interface; returns the interface's name.
+    pub fn adopt(fd: OwnedFd) -> Result<String, TapError> {
+        let raw = fd.as_raw_fd();
+        let bad = |why: String| TapError::Adopt { fd: raw, why };
+        let mut req = IfReqFlags::new("", 0);
+        // SAFETY: TUNGETIFF writes a `struct ifreq`; `req` is one (same size
+        // and layout for the name and flags) and outlives the call.
+        unsafe { ioctls::tun_get_iff(raw, &mut req) }
+            .map_err(|e| bad(format!("TUNGETIFF failed: {e} (not a tun/tap descriptor)")))?;
+        let want =
+            (InterfaceFlags::IFF_TAP | InterfaceFlags::IFF_NO_PI).bits() as i16 | IFF_VNET_HDR;
+        if req.flags & want != want {
+            return Err(bad(format!(
+                "flags {:#x} lack IFF_TAP, IFF_NO_PI or IFF_VNET_HDR",
+                req.flags
+            )));
+        }
+        let len = req
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(req.name.len());
+        let name = String::from_utf8_lossy(&req.name[..len]).into_owned();
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(|e| bad(format!("F_GETFL failed: {e}")))?;
+        let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))
+            .map_err(|e| bad(format!("cannot make it non-blocking: {e}")))?;
+        let hdr_len = VNET_HDR_LEN as std::ffi::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
+        unsafe { ioctls::tun_set_vnet_hdr_sz(raw, &hdr_len) }
+            .map_err(|e| bad(format!("TUNSETVNETHDRSZ failed: {e}")))?;
+        let mut adopted = ADOPTED.lock().unwrap_or_else(|p| p.into_inner());
+        adopted.insert(name.clone(), File::from(fd));
+        Ok(name)
     }
 
     /// Interface name.
@@ -289,7 +363,25 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root and /dev/net/tun for a tap (scripts/test.sh runs it)"]
+    fn an_adopted_descriptor_is_taken_by_the_next_open_of_its_tap() {
+        let name = format!("vva{}", std::process::id() % 100_000);
+        let first = Tap::open(&name).unwrap();
+        let fd = OwnedFd::from(first.file.try_clone().unwrap());
+        assert_eq!(Tap::adopt(fd).unwrap(), name);
+        let adopted = Tap::open(&name).unwrap();
+        assert_eq!(adopted.name(), name);
+        // Without an adopted descriptor, the attached tap cannot be opened again.
+        assert!(matches!(Tap::open(&name), Err(TapError::Ioctl { .. })));
+        let file = OwnedFd::from(File::open("/dev/null").unwrap());
+        let err = Tap::adopt(file).unwrap_err().to_string();
+        assert!(err.contains("not a tun/tap descriptor"), "{err}");
+        drop((first, adopted));
+    }
+
+    #[test]
     fn tun_requests_have_the_kernel_numbers() {
+        assert_eq!(ioctls::TUNGETIFF, 0x8004_54d2);
         assert_eq!(ioctls::TUNSETIFF, 0x4004_54ca);
         assert_eq!(ioctls::TUNSETOFFLOAD, 0x4004_54d0);
     }

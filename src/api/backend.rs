@@ -1,0 +1,151 @@
+//! The production [`Backend`]: `builder::build` assembles the machine on the
+//! API thread that asked for the boot (so build errors answer that request),
+//! then the machine runs on its own thread until the guest ends it or the
+//! API stops it through the machine's exit latch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use iommu::sysfs::Sysfs;
+use pci::vfio::VfioStats;
+use pci::ROM_BAR;
+
+use super::state::{Backend, Counters, TapFds};
+use crate::builder;
+use crate::config::VmConfig;
+use crate::devices::virtio::Tap;
+use crate::exit::{ExitHandle, ExitReason};
+
+/// Runs VMs with `builder::build` and `Machine::run`.
+pub struct MachineBackend {
+    sysfs: Sysfs,
+    running: Option<Running>,
+}
+
+/// A machine running on its thread.
+struct Running {
+    exit: Arc<ExitHandle>,
+    stats: Vec<(String, Arc<VfioStats>)>,
+    /// Set before the API stops the machine, so its end is not reported as the guest's.
+    stopping: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl MachineBackend {
+    /// Passthrough devices are looked up under `sysfs`.
+    pub fn new(sysfs: Sysfs) -> Self {
+        MachineBackend {
+            sysfs,
+            running: None,
+        }
+    }
+}
+
+impl Backend for MachineBackend {
+    fn boot(
+        &mut self,
+        config: &VmConfig,
+        taps: &TapFds,
+        on_exit: Box<dyn FnOnce(ExitReason) + Send>,
+    ) -> Result<(), String> {
+        if self.running.is_some() {
+            return Err("a VM is running already".into());
+        }
+        adopt_taps(config, taps)?;
+        let machine = builder::build(config, &self.sysfs).map_err(|e| e.to_string())?;
+        let exit = machine.exit.clone();
+        let stats = machine.vfio.stats();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stopping2 = stopping.clone();
+        let thread = std::thread::Builder::new()
+            .name("vm".into())
+            .spawn(move || {
+                let reason = match machine.run() {
+                    Ok(reason) => reason,
+                    Err(e) => ExitReason::VcpuError(0, e.to_string()),
+                };
+                log::info!("the VM ended: {}", reason.describe());
+                if !stopping2.load(Ordering::Acquire) {
+                    on_exit(reason);
+                }
+            })
+            .map_err(|e| format!("cannot start the VM thread: {e}"))?;
+        self.running = Some(Running {
+            exit,
+            stats,
+            stopping,
+            thread,
+        });
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        running.stopping.store(true, Ordering::Release);
+        running.exit.request(ExitReason::Api);
+        // The thread tears the machine down in order before it ends.
+        if running.thread.join().is_err() {
+            log::error!("the VM thread panicked during teardown");
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        let Some(running) = &self.running else {
+            return Counters::new();
+        };
+        running
+            .stats
+            .iter()
+            .map(|(bdf, stats)| (bdf.clone(), device_counters(stats)))
+            .collect()
+    }
+}
+
+/// Hands each NIC's first passed descriptor (a duplicate: the controller
+/// keeps them for the next boot) to the tap layer, which the NIC then uses
+/// instead of opening its tap. vfio-vmm's virtio-net has one queue pair, so
+/// further descriptors (queues) are not used.
+fn adopt_taps(config: &VmConfig, taps: &TapFds) -> Result<(), String> {
+    for (id, fds) in taps {
+        let Some(fd) = fds.first() else { continue };
+        if fds.len() > 1 {
+            log::warn!(
+                "NIC {id}: {} tap descriptors passed; one queue pair uses the first",
+                fds.len()
+            );
+        }
+        let dup = fd
+            .try_clone()
+            .map_err(|e| format!("NIC {id}: cannot duplicate its tap descriptor: {e}"))?;
+        let name = Tap::adopt(dup).map_err(|e| format!("NIC {id}: {e}"))?;
+        let nic = config.net.iter().find(|n| n.id.as_deref() == Some(id));
+        if let Some(nic) = nic.filter(|n| n.tap != name) {
+            return Err(format!(
+                "NIC {id}: its descriptor is tap {name}, not {}",
+                nic.tap
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The exit report's numbers as named counters.
+fn device_counters(stats: &VfioStats) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for bar in (0..pci::NUM_BARS).chain([ROM_BAR]) {
+        let (reads, writes) = stats.trapped(bar);
+        let label = match bar {
+            ROM_BAR => "rom".to_string(),
+            _ => format!("bar{bar}"),
+        };
+        out.insert(format!("{label}_trapped_reads"), reads);
+        out.insert(format!("{label}_trapped_writes"), writes);
+    }
+    out.insert("relayed_interrupts".into(), stats.relayed_interrupts());
+    out.insert("irq_mode_switches".into(), stats.irq_switches());
+    out.insert("msix_table_accesses".into(), stats.msix_accesses());
+    out
+}
