@@ -114,14 +114,14 @@ rig_bind_vfio() {
     echo "/dev/vfio/${_g##*/}"
 }
 
-# rig_nic_pair ADDR/PREFIX: the rig's NIC pair (scenarios/nic.devices): binds
+# rig_nic_pair ADDR/PREFIX: the rig's NIC pair (device set nic, scenarios.table): binds
 # the e1000e to vfio-pci and gives L1's e1000, on the same QEMU hub, ADDR.
 # Sets RIG_NIC (the e1000e's BDF) and RIG_PEER_IF (the e1000's interface).
 rig_nic_pair() {
     RIG_NIC=$(rig_find_pci 0x8086 0x10d3)
     _peer=$(rig_find_pci 0x8086 0x100e)
     [ -n "$RIG_NIC" ] && [ -n "$_peer" ] ||
-        rig_fail "L1 lacks the e1000e ($RIG_NIC) or the e1000 peer ($_peer): see scenarios/nic.devices"
+        rig_fail "L1 lacks the e1000e ($RIG_NIC) or the e1000 peer ($_peer): see device set nic in scenarios.table"
     rig_bind_vfio "$RIG_NIC" > /dev/null || rig_fail "cannot bind $RIG_NIC to vfio-pci"
     modprobe e1000 || rig_fail "modprobe e1000 failed"
     _i=0
