@@ -203,10 +203,8 @@ fn scenarios_with_the_same_device_set_share_one_boot() {
 #[test]
 fn a_lost_run_boots_again_only_the_scenarios_without_a_verdict() {
     let rig = Rig::new("group-lost");
-    let (status, stdout, stderr, boots) = rig.run_scenarios(
-        &["boot", "boot-hugepages", "pci"],
-        "pass,lost;pass,pass",
-    );
+    let (status, stdout, stderr, boots) =
+        rig.run_scenarios(&["boot", "boot-hugepages", "pci"], "pass,lost;pass,pass");
     assert_eq!(
         boots,
         [
@@ -226,7 +224,8 @@ fn a_lost_run_boots_again_only_the_scenarios_without_a_verdict() {
 
 #[test]
 fn a_fail_in_a_group_is_final_and_the_next_scenario_still_runs() {
-    let (status, stdout, _, boots) = Rig::new("group-fail").run_scenarios(&["boot", "pci"], "fail,pass");
+    let (status, stdout, _, boots) =
+        Rig::new("group-fail").run_scenarios(&["boot", "pci"], "fail,pass");
     assert_eq!(boots.len(), 1);
     assert!(
         stdout.contains("RIG FAIL boot: the L2 guest said no"),
