@@ -48,7 +48,8 @@ DEVSET[custom]=custom TMO[custom]=- NEEDS[custom]=" "
 grep -qs qemu-system-x86_64 "$L1_CUSTOM" && NEEDS[custom]+="qemu "
 grep -qs iperf3 "$L1_CUSTOM" "$L2_CUSTOM" && NEEDS[custom]+="iperf "
 
-# Groups: one per device set, in the order of the arguments; unknown names FAIL at once.
+# Groups: one per device set, in the order of the arguments; within a group the
+# scenarios run in table order. Unknown names FAIL at once.
 status=0
 declare -A GROUP=() TRIES=()
 KEYS=()
@@ -60,8 +61,10 @@ for s in "$@"; do
     [ -z "${TRIES[$s]+x}" ] || { echo "rig: scenario $s given twice" >&2; exit 2; }
     TRIES[$s]=0
     key=${DEVSET[$s]/#-/none}
-    [ -n "${GROUP[$key]+x}" ] || KEYS+=("$key")
-    GROUP[$key]+="$s "
+    [ -n "${GROUP[$key]+x}" ] || { KEYS+=("$key"); GROUP[$key]=""; }
+done
+for s in "${SCENARIOS[@]}" custom; do
+    [ -z "${TRIES[$s]+x}" ] || GROUP[${DEVSET[$s]/#-/none}]+="$s "
 done
 [ ${#KEYS[@]} -gt 0 ] || exit "$status"
 
