@@ -120,7 +120,7 @@ rig_bind_vfio() {
 rig_nic_pair() {
     RIG_NIC=$(rig_find_pci 0x8086 0x10d3)
     _peer=$(rig_find_pci 0x8086 0x100e)
-    [ -n "$RIG_NIC" ] && [ -n "$_peer" ] ||
+    { [ -n "$RIG_NIC" ] && [ -n "$_peer" ]; } ||
         rig_fail "L1 lacks the e1000e ($RIG_NIC) or the e1000 peer ($_peer): see device set nic in scenarios.table"
     rig_bind_vfio "$RIG_NIC" > /dev/null || rig_fail "cannot bind $RIG_NIC to vfio-pci"
     modprobe e1000 || rig_fail "modprobe e1000 failed"
@@ -128,7 +128,7 @@ rig_nic_pair() {
     while [ ! -d "/sys/bus/pci/devices/$_peer/net" ] && [ $_i -lt 50 ]; do sleep 0.1; _i=$((_i + 1)); done
     RIG_PEER_IF=$(ls "/sys/bus/pci/devices/$_peer/net" 2> /dev/null)
     [ -n "$RIG_PEER_IF" ] || rig_fail "the e1000 peer has no interface in L1"
-    ip addr add "$1" dev "$RIG_PEER_IF" && ip link set "$RIG_PEER_IF" up || rig_fail "cannot configure $RIG_PEER_IF"
+    { ip addr add "$1" dev "$RIG_PEER_IF" && ip link set "$RIG_PEER_IF" up; } || rig_fail "cannot configure $RIG_PEER_IF"
 }
 
 # rig_find_pci VENDOR DEVICE: BDFs of matching PCI functions, e.g. rig_find_pci 0x8086 0x10d3
