@@ -2,8 +2,8 @@
 # The whole test suite: style (rustfmt, clippy), every cargo test of the
 # workspace (unit, fake-sysfs, host-KVM payload, tap and root tests), then every rig scenario in the nested QEMU rig.
 # Installs what it needs (scripts/rig/build.sh pulls the Debian packages).
-# Usage: scripts/test.sh [--no-rig] [SCENARIO...]   (default: every rig scenario
-# without a scripts/rig/scenarios/NAME.skip file, whose text says why it is left out)
+# Usage: scripts/test.sh [--no-rig] [SCENARIO...]   (default: every rig scenario of
+# scripts/rig/scenarios.table without a skip reason; the others are named with theirs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,13 +22,14 @@ cargo test --workspace --quiet -- --include-ignored 2>&1 | grep -v '^running 0 t
 
 [ "$RIG" = 1 ] || exit 0
 if [ $# -eq 0 ]; then
+    skipped=$(scripts/rig/run.sh --skipped) # NAME<TAB>REASON, from scripts/rig/scenarios.table
+    all=$(scripts/rig/run.sh --list)
+    while IFS=$'\t' read -r s why; do
+        [ -z "$s" ] || echo "rig: skipping $s: $why"
+    done <<< "$skipped"
     SCENARIOS=()
-    for s in $(scripts/rig/run.sh --list | grep -v '^custom$'); do
-        if [ -f "scripts/rig/scenarios/$s.skip" ]; then
-            echo "rig: skipping $s: $(cat "scripts/rig/scenarios/$s.skip")"
-        else
-            SCENARIOS+=("$s")
-        fi
+    for s in $all; do
+        [ "$s" = custom ] || grep -q "^$s"$'\t' <<< "$skipped" || SCENARIOS+=("$s")
     done
 else
     SCENARIOS=("$@")

@@ -114,21 +114,21 @@ rig_bind_vfio() {
     echo "/dev/vfio/${_g##*/}"
 }
 
-# rig_nic_pair ADDR/PREFIX: the rig's NIC pair (scenarios/nic.devices): binds
+# rig_nic_pair ADDR/PREFIX: the rig's NIC pair (device set nic, scenarios.table): binds
 # the e1000e to vfio-pci and gives L1's e1000, on the same QEMU hub, ADDR.
 # Sets RIG_NIC (the e1000e's BDF) and RIG_PEER_IF (the e1000's interface).
 rig_nic_pair() {
     RIG_NIC=$(rig_find_pci 0x8086 0x10d3)
     _peer=$(rig_find_pci 0x8086 0x100e)
-    [ -n "$RIG_NIC" ] && [ -n "$_peer" ] ||
-        rig_fail "L1 lacks the e1000e ($RIG_NIC) or the e1000 peer ($_peer): see scenarios/nic.devices"
+    { [ -n "$RIG_NIC" ] && [ -n "$_peer" ]; } ||
+        rig_fail "L1 lacks the e1000e ($RIG_NIC) or the e1000 peer ($_peer): see device set nic in scenarios.table"
     rig_bind_vfio "$RIG_NIC" > /dev/null || rig_fail "cannot bind $RIG_NIC to vfio-pci"
     modprobe e1000 || rig_fail "modprobe e1000 failed"
     _i=0
     while [ ! -d "/sys/bus/pci/devices/$_peer/net" ] && [ $_i -lt 50 ]; do sleep 0.1; _i=$((_i + 1)); done
     RIG_PEER_IF=$(ls "/sys/bus/pci/devices/$_peer/net" 2> /dev/null)
     [ -n "$RIG_PEER_IF" ] || rig_fail "the e1000 peer has no interface in L1"
-    ip addr add "$1" dev "$RIG_PEER_IF" && ip link set "$RIG_PEER_IF" up || rig_fail "cannot configure $RIG_PEER_IF"
+    { ip addr add "$1" dev "$RIG_PEER_IF" && ip link set "$RIG_PEER_IF" up; } || rig_fail "cannot configure $RIG_PEER_IF"
 }
 
 # rig_find_pci VENDOR DEVICE: BDFs of matching PCI functions, e.g. rig_find_pci 0x8086 0x10d3

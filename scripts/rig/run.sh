@@ -1,8 +1,11 @@
 #!/bin/bash
-# Run rig scenarios: one L1 boot under QEMU TCG per scenario.
-# Usage: scripts/rig/run.sh SCENARIO...   (scripts/rig/run.sh --list)
-# Prints "RIG PASS <name>" or "RIG FAIL <name>: <reason>" per scenario and
-# exits 0 only if all passed. Knobs: see scripts/rig/README.md.
+# Run rig scenarios under QEMU TCG. Scenarios with the same device set
+# (scenarios.table) run one after another in one L1 boot.
+# Usage: scripts/rig/run.sh SCENARIO...
+#        scripts/rig/run.sh --list      every scenario (and custom)
+#        scripts/rig/run.sh --skipped   "NAME<TAB>REASON" of those scripts/test.sh leaves out
+# Prints "RIG PASS <name>" or "RIG FAIL <name>: <reason> (log: <file>)" per
+# scenario and exits 0 only if all passed. Knobs: see scripts/rig/README.md.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -16,147 +19,113 @@ RIG_L1_MEM=${RIG_L1_MEM:-1536}
 RIG_L2_TIMEOUT=${RIG_L2_TIMEOUT:-150}
 RIG_L2_KARGS=${RIG_L2_KARGS-quiet}
 
-usage() { echo "usage: $0 SCENARIO... (built-in: $(list | tr '\n' ' ')custom)" >&2; exit 2; }
-list() { find "$HERE/scenarios" -name '*.l1.sh' | sed 's,.*/,,; s,\.l1\.sh$,,' | sort; }
+# shellcheck source=scripts/rig/table.sh
+. "$HERE/table.sh"
+read_table
+
+usage() { echo "usage: $0 SCENARIO... | --list | --skipped (scenarios: ${SCENARIOS[*]} custom)" >&2; exit 2; }
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for sh
 
 [ $# -gt 0 ] || usage
-if [ "$1" = --list ]; then list; echo custom; exit 0; fi
-
+case $1 in
+    --list) printf '%s\n' "${SCENARIOS[@]}" custom; exit 0 ;;
+    --skipped) for s in "${SCENARIOS[@]}"; do [ -z "${SKIP[$s]}" ] || printf '%s\t%s\n' "$s" "${SKIP[$s]}"; done; exit 0 ;;
+    -*) usage ;;
+esac
 case $RIG_IOMMU in
     intel) IOMMU_DEV=intel-iommu,intremap=on,caching-mode=on ;;
     amd) IOMMU_DEV=amd-iommu,intremap=on ;;
     *) echo "RIG_IOMMU must be intel or amd" >&2; exit 2 ;;
 esac
+[[ $RIG_TIMEOUT =~ ^[1-9][0-9]*$ ]] || { echo "RIG_TIMEOUT must be seconds" >&2; exit 2; }
+[[ $RIG_RETRIES =~ ^[0-9]+$ ]] || { echo "RIG_RETRIES must be a count" >&2; exit 2; }
 read -ra EXTRA_DEVS <<< "${RIG_L1_DEVICES:-}"
+
+# Scenario custom: RIG_L1_SCRIPT/RIG_L2_SCRIPT, in a boot of its own; its needs are guessed from its scripts.
+L1_CUSTOM=${RIG_L1_SCRIPT:-}
+L2_CUSTOM=${RIG_L2_SCRIPT:-}
+DEVSET[custom]=custom TMO[custom]=- NEEDS[custom]=" "
+grep -qs qemu-system-x86_64 "$L1_CUSTOM" && NEEDS[custom]+="qemu "
+grep -qs iperf3 "$L1_CUSTOM" "$L2_CUSTOM" && NEEDS[custom]+="iperf "
+
+# Groups: one per device set, in the order of the arguments; within a group the
+# scenarios run in table order. Unknown names FAIL at once.
+status=0
+declare -A GROUP=() TRIES=()
+KEYS=()
+for s in "$@"; do
+    if [ -z "${DEVSET[$s]+x}" ]; then
+        echo "RIG FAIL $s: no such scenario (not in $TABLE)"; status=1; continue
+    fi
+    [ "$s" != custom ] || [ -f "$L1_CUSTOM" ] || { echo "rig: scenario custom needs RIG_L1_SCRIPT=FILE" >&2; exit 2; }
+    [ -z "${TRIES[$s]+x}" ] || { echo "rig: scenario $s given twice" >&2; exit 2; }
+    TRIES[$s]=0
+    key=${DEVSET[$s]/#-/none}
+    [ -n "${GROUP[$key]+x}" ] || { KEYS+=("$key"); GROUP[$key]=""; }
+done
+for s in "${SCENARIOS[@]}" custom; do
+    [ -z "${TRIES[$s]+x}" ] || GROUP[${DEVSET[$s]/#-/none}]+="$s "
+done
+[ ${#KEYS[@]} -gt 0 ] || exit "$status"
 
 [ "${RIG_BUILD:-1}" = 0 ] || "$HERE/build.sh"
 RIG_DIR=$(cd "$RIG_DIR" && pwd)
+mkdir -p "$RIG_DIR/logs"
 
-# run_scenario NAME TRY: boot L1 once; prints the verdict line, returns 0 on
-# PASS. An L1 that ends without a verdict returns 2 without a verdict line
-# while TRY < RIG_RETRIES, so that the caller can try again; any verdict, PASS
-# or FAIL, is final. QEMU 7.2's TCG causes such runs: now and then it stops
-# running one of L1's CPUs for good, with or without an L2 guest (REPORT.md's
-# lost timer; an L2 vCPU thread's exit; once a busybox `timeout` asleep in L1
-# with no VM open at all). softlockup_panic=1 turns most of these into a panic
-# that ends L1 in ~25 s instead of at the timeout. Each such log is kept
-# (NAME.lost.log, then NAME.lost2.log) and each retry is announced on stderr, so
-# a recurring lockup stays visible.
-run_scenario() {
-    local name=$1 try=$2 l1 l2 st log rc verdict
-    if [ "$name" = custom ]; then
-        l1=${RIG_L1_SCRIPT:?scenario custom needs RIG_L1_SCRIPT=FILE}
-        l2=${RIG_L2_SCRIPT:-}
-    else
-        l1=$HERE/scenarios/$name.l1.sh
-        l2=$HERE/scenarios/$name.l2.sh
-        [ -f "$l1" ] || { echo "RIG FAIL $name: no such scenario ($l1)"; return 1; }
-        [ -f "$l2" ] || l2=""
-    fi
-    # Extra L1 devices: RIG_L1_DEVICES, then the scenario's NAME.devices (# comments allowed).
-    local devs=("${EXTRA_DEVS[@]}")
-    if [ -f "$HERE/scenarios/$name.devices" ]; then
-        read -ra more <<< "$(sed 's/#.*//' "$HERE/scenarios/$name.devices" | tr '\n' ' ')"
-        devs+=("${more[@]}")
-    fi
-    st=$RIG_DIR/run/$name
-    log=$RIG_DIR/logs/$name.log
-    rm -rf "$st"
-    mkdir -p "$st/l2/rig" "$st/l1/rig/l2" "$RIG_DIR/logs"
+# shellcheck source=scripts/rig/boot.sh
+. "$HERE/boot.sh"
 
-    # L2 initramfs = cached busybox+modules, then /init, the L2 script and its helpers.
-    install -m 755 "$HERE/l2-init" "$st/l2/init"
-    install -m 644 "$HERE/l2-lib.sh" "$st/l2/rig/lib.sh"
-    [ -z "$l2" ] || install -m 755 "$l2" "$st/l2/rig/l2.sh"
-    # Debian's iperf3 with its libraries (l1/iperf.cpio) goes in when the L2 script mentions iperf3.
-    local l2parts=("$RIG_DIR/l2/base.cpio" "$RIG_DIR/l2/tools.cpio")
-    [ -n "$l2" ] && grep -q iperf3 "$l2" && l2parts+=("$RIG_DIR/l1/iperf.cpio")
-    (cd "$st/l2" && find . | cpio -o -H newc -R 0:0 --quiet) |
-        cat "${l2parts[@]}" - > "$st/l1/rig/l2/initramfs.cpio"
-    cp "$RIG_DIR/l2/vmlinuz" "$st/l1/rig/l2/vmlinuz"
-
-    # L1 initramfs = cached base, qemu and vfio-vmm parts, then this scenario's part.
-    install -m 755 "$HERE/l1-init" "$st/l1/init"
-    install -m 755 "$l1" "$st/l1/rig/l1.sh"
-    cp "$HERE/lib.sh" "$st/l1/rig/lib.sh"
-    cp -rL "$HERE/scenarios" "$st/l1/rig/scenarios"
-    {
-        for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT RIG_VMM_LOG; do echo "$v=$(q "${!v:-}")"; done
-        echo "RIG_SCENARIO=$(q "$name")"
-    } > "$st/l1/rig/env"
-    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio")
-    case ${RIG_L1_QEMU:-auto} in # QEMU adds 50M and ~6 s to every L1 boot
-        1) parts+=("$RIG_DIR/l1/qemu.cpio") ;;
-        auto) grep -q qemu-system-x86_64 "$l1" && parts+=("$RIG_DIR/l1/qemu.cpio") ;;
-    esac
-    grep -q iperf3 "$l1" && parts+=("$RIG_DIR/l1/iperf.cpio")
-    (cd "$st/l1" && find . | cpio -o -H newc -R 0:0 --quiet) |
-        cat "${parts[@]}" - > "$st/initrd.cpio"
-    rm -rf "$st/l1" "$st/l2"
-
-    # A scenario may need more than RIG_TIMEOUT: scenarios/NAME.timeout holds its minimum in seconds.
-    local tmo=$RIG_TIMEOUT
-    if [ -f "$HERE/scenarios/$name.timeout" ]; then
-        tmo=$(tr -dc 0-9 < "$HERE/scenarios/$name.timeout")
-        [ "${tmo:-0}" -ge "$RIG_TIMEOUT" ] || tmo=$RIG_TIMEOUT
-    fi
-    # shellcheck disable=SC2054 # the commas are QEMU's
-    local cmd=(timeout -k 10 "$tmo" qemu-system-x86_64
-        -machine q35,accel=tcg,kernel-irqchip=split -cpu max -smp 2 -m "$RIG_L1_MEM"
-        -nodefaults -no-user-config -nographic -serial stdio -monitor none -no-reboot
-        -device "$IOMMU_DEV" "${devs[@]}"
-        -kernel "$RIG_DIR/l1/vmlinuz" -initrd "$st/initrd.cpio"
-        -append "console=ttyS0 panic=-1 softlockup_panic=1 quiet ${RIG_IOMMU}_iommu=on iommu=pt ${RIG_L1_KARGS:-}")
-    echo "# ${cmd[*]}" > "$log"
-    local t0=$SECONDS
-    rc=0
-    if [ "${RIG_VERBOSE:-0}" = 1 ]; then
-        "${cmd[@]}" < /dev/null 2>&1 | tee -a "$log" >&2 || rc=$?
-    else
-        "${cmd[@]}" < /dev/null >> "$log" 2>&1 || rc=$?
-    fi
-    echo "# qemu exit status $rc after $((SECONDS - t0))s" >> "$log"
-    rm -rf "$st"
-
-    tr -d '\r' < "$log" | sed -n 's/^RIG-OUT: /  /p'
-    verdict=$(tr -d '\r' < "$log" | grep -a '^RIG-VERDICT: ' | tail -n1 | cut -d' ' -f2-) || true
-    # After a PASS, scenarios/NAME.host.sh LOG (if any) runs on the host, e.g. to turn
-    # RIG-OUT results into reports; it can still fail the scenario (last stderr line = reason).
-    local host=$HERE/scenarios/$name.host.sh
-    if [ "$verdict" = PASS ] && [ -f "$host" ]; then
-        if ! RIG_DIR=$RIG_DIR bash "$host" "$log" 2> "$RIG_DIR/logs/$name.host.err" | sed 's/^/  /'; then
-            verdict="FAIL host step: $(tail -n1 "$RIG_DIR/logs/$name.host.err")"
+# final NAME VERDICT: print the scenario's result ("PASS" or "FAIL reason") after its host step.
+final() {
+    local s=$1 verdict=$2 log=$RIG_DIR/logs/$1.log err=$RIG_DIR/logs/$1.host.err
+    sed -n 's/^RIG-OUT: /  /p' "$log"
+    # After a PASS, scenarios/NAME.host.sh LOG runs on the host, e.g. to turn RIG-OUT or
+    # RIG-BENCH lines into reports; it can still fail the scenario (last stderr line = reason).
+    if [ "$verdict" = PASS ] && needs "$s" host; then
+        if ! RIG_DIR=$RIG_DIR bash "$HERE/scenarios/$s.host.sh" "$log" 2> "$err" | sed 's/^/  /'; then
+            verdict="FAIL host step: $(tail -n1 "$err")"
         fi
-        cat "$RIG_DIR/logs/$name.host.err" >&2
+        cat "$err" >&2
     fi
     case $verdict in
-        PASS) echo "RIG PASS $name"; return 0 ;;
-        FAIL\ *) echo "RIG FAIL $name: ${verdict#FAIL } (log: $log)" ;;
-        *) if [ "$try" -lt "$RIG_RETRIES" ]; then
-               local lost=$RIG_DIR/logs/$name.lost.log
-               [ "$try" = 0 ] || lost=$RIG_DIR/logs/$name.lost$((try + 1)).log
-               mv "$log" "$lost"
-               echo "rig: $name: L1 ended without a verdict (qemu exit status $rc after $((SECONDS - t0))s; log: $lost); trying again" >&2
-               return 2
-           elif [ $rc = 124 ] || [ $rc = 137 ]; then
-               echo "RIG FAIL $name: no verdict, L1 timed out after ${tmo}s (log: $log)"
-           else
-               echo "RIG FAIL $name: no verdict, qemu exit status $rc (log: $log)"
-           fi ;;
+        PASS) echo "RIG PASS $s" ;;
+        *) echo "RIG FAIL $s: ${verdict#FAIL } (log: $log)"; status=1 ;;
     esac
-    return 1
 }
 
-status=0
-for s in "$@"; do
-    rm -f "$RIG_DIR/logs/$s".lost*.log
-    try=0 rc=2
-    while [ $rc = 2 ]; do # no verdict: the next try's result is the scenario's result
-        rc=0
-        run_scenario "$s" $try || rc=$?
-        try=$((try + 1))
+# Each group boots until every scenario in it has a verdict. A lost run (L1
+# ended without a scenario's verdict) counts against the scenarios it started,
+# and against the first one of the boot in any case; a scenario lost more than
+# RIG_RETRIES times FAILs. A verdict, PASS or FAIL, is final.
+for key in "${KEYS[@]}"; do
+    read -ra todo <<< "${GROUP[$key]}"
+    rm -f "$RIG_DIR/logs/l1-$key".*.log
+    for s in "${todo[@]}"; do rm -f "$RIG_DIR/logs/$s".lost*.log; done
+    boot=0
+    while [ ${#todo[@]} -gt 0 ]; do
+        boot=$((boot + 1))
+        boot_group "$key" "$boot" "${todo[@]}"
+        next=()
+        for s in "${todo[@]}"; do
+            if [ -n "${GOT[$s]}" ]; then final "$s" "${GOT[$s]}"; continue; fi
+            if [ "${STARTED[$s]}" = 0 ] && [ "$s" != "${todo[0]}" ]; then
+                echo "rig: $s: not reached in this L1 run; booting it again" >&2
+                next+=("$s"); continue
+            fi
+            TRIES[$s]=$((TRIES[$s] + 1))
+            if [ "${TRIES[$s]}" -le "$RIG_RETRIES" ]; then
+                lost=$RIG_DIR/logs/$s.lost.log
+                [ "${TRIES[$s]}" = 1 ] || lost=$RIG_DIR/logs/$s.lost${TRIES[$s]}.log
+                mv "$RIG_DIR/logs/$s.log" "$lost"
+                echo "rig: $s: L1 ended without a verdict ($BOOT_END; log: $lost); trying again" >&2
+                next+=("$s")
+            elif [ "$BOOT_RC" = 124 ] || [ "$BOOT_RC" = 137 ]; then
+                final "$s" "FAIL no verdict, L1 timed out after ${BOOT_TMO}s"
+            else
+                final "$s" "FAIL no verdict, qemu exit status $BOOT_RC"
+            fi
+        done
+        todo=("${next[@]}")
     done
-    [ $rc = 0 ] || status=1
 done
 exit $status

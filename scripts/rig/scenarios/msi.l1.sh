@@ -3,7 +3,7 @@
 # passed to L2, whose snd_hda_intel drives its codec over MSI (L2 side:
 # msi.l2.sh). vfio-vmm must have switched the device to MSI and relayed no
 # interrupt itself. (QEMU's e1000e cannot show this: its MSI self-test fails
-# in the rig whatever the VMM; see nic-msi.skip.)
+# in the rig whatever the VMM; see its skip reason in scripts/rig/scenarios.table.)
 . /rig/lib.sh
 hda=$(rig_find_pci 0x8086 0x293e)
 [ -n "$hda" ] || rig_fail "no ICH9 HD Audio in L1"

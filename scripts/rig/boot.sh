@@ -1,0 +1,114 @@
+# shellcheck shell=bash disable=SC2034,SC2153 # sets and reads run.sh's variables
+# boot_group KEY BOOT NAME... (sourced by run.sh): boot L1 once with the
+# device set KEY and run the scenarios NAME... in it, in that order. The L1
+# serial log is logs/l1-KEY.BOOT.log; each scenario's part of it (up to its
+# verdict line; the first part also holds L1's boot) goes to logs/NAME.log.
+# Sets, per NAME: GOT (PASS, "FAIL reason", or empty: no verdict) and STARTED
+# (1 if L1 announced the scenario); and BOOT_RC (QEMU's exit status), BOOT_TMO
+# (the L1 timeout: the sum of the scenarios' timeouts) and BOOT_END.
+declare -A GOT=() STARTED=()
+boot_group() {
+    local key=$1 boot=$2 s l2 part n
+    shift 2
+    local st=$RIG_DIR/run/$key log=$RIG_DIR/logs/l1-$key.$boot.log
+    rm -rf "$st"
+    mkdir -p "$st/l2/rig" "$st/l1/rig/l2"
+
+    # L2 initramfs, put together in L1 per scenario: the shared base (cached busybox and
+    # modules, /init, the L2 helpers) and the scenario's part (its L2 script, iperf3 if needed).
+    install -m 755 "$HERE/l2-init" "$st/l2/init"
+    install -m 644 "$HERE/l2-lib.sh" "$st/l2/rig/lib.sh"
+    (cd "$st/l2" && find . | cpio -o -H newc -R 0:0 --quiet) |
+        cat "$RIG_DIR/l2/base.cpio" "$RIG_DIR/l2/tools.cpio" - > "$st/l1/rig/l2/base.cpio"
+    cp "$RIG_DIR/l2/vmlinuz" "$st/l1/rig/l2/vmlinuz"
+    for s in "$@"; do
+        l2=$HERE/scenarios/$s.l2.sh
+        [ "$s" != custom ] || l2=$L2_CUSTOM
+        mkdir -p "$st/l2-$s/rig"
+        [ ! -f "$l2" ] || install -m 755 "$l2" "$st/l2-$s/rig/l2.sh"
+        part=()
+        ! needs "$s" iperf || part+=("$RIG_DIR/l1/iperf.cpio")
+        (cd "$st/l2-$s" && find . | cpio -o -H newc -R 0:0 --quiet) |
+            cat "${part[@]}" - > "$st/l1/rig/l2/$s.cpio"
+    done
+
+    # L1 initramfs: cached base and vfio-vmm parts, QEMU and iperf3 if a scenario needs them, then ours.
+    install -m 755 "$HERE/l1-init" "$st/l1/init"
+    cp "$HERE/lib.sh" "$st/l1/rig/lib.sh"
+    cp -rL "$HERE/scenarios" "$st/l1/rig/scenarios"
+    [ -z "$L1_CUSTOM" ] || install -m 755 "$L1_CUSTOM" "$st/l1/rig/scenarios/custom.l1.sh"
+    {
+        for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT RIG_VMM_LOG; do echo "$v=$(q "${!v:-}")"; done
+        echo "RIG_SCENARIOS=$(q "$*")"
+    } > "$st/l1/rig/env"
+    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio") qemu=0 iperf=0
+    for s in "$@"; do
+        ! needs "$s" qemu || qemu=1
+        ! needs "$s" iperf || iperf=1
+    done
+    case ${RIG_L1_QEMU:-auto} in # QEMU adds 50M and ~6 s to every L1 boot
+        1) parts+=("$RIG_DIR/l1/qemu.cpio") ;;
+        auto) [ $qemu = 0 ] || parts+=("$RIG_DIR/l1/qemu.cpio") ;;
+    esac
+    [ $iperf = 0 ] || parts+=("$RIG_DIR/l1/iperf.cpio")
+    (cd "$st/l1" && find . | cpio -o -H newc -R 0:0 --quiet) |
+        cat "${parts[@]}" - > "$st/initrd.cpio"
+    rm -rf "$st/l1" "$st/l2" "$st"/l2-*
+
+    # The L1 timeout: each scenario's TIMEOUT, or RIG_TIMEOUT if larger, added up.
+    BOOT_TMO=0
+    for s in "$@"; do
+        n=${TMO[$s]/#-/0}
+        [ "$n" -ge "$RIG_TIMEOUT" ] || n=$RIG_TIMEOUT
+        BOOT_TMO=$((BOOT_TMO + n))
+    done
+    local devs=("${EXTRA_DEVS[@]}")
+    [ "$key" = none ] || [ "$key" = custom ] || read -ra devs <<< "${RIG_L1_DEVICES:-} ${DEVARGS[$key]}"
+    # shellcheck disable=SC2054 # the commas are QEMU's
+    local cmd=(timeout -k 10 "$BOOT_TMO" qemu-system-x86_64
+        -machine q35,accel=tcg,kernel-irqchip=split -cpu max -smp 2 -m "$RIG_L1_MEM"
+        -nodefaults -no-user-config -nographic -serial stdio -monitor none -no-reboot
+        -device "$IOMMU_DEV" "${devs[@]}"
+        -kernel "$RIG_DIR/l1/vmlinuz" -initrd "$st/initrd.cpio"
+        -append "console=ttyS0 panic=-1 softlockup_panic=1 quiet ${RIG_IOMMU}_iommu=on iommu=pt ${RIG_L1_KARGS:-}")
+    { echo "# L1 boot $boot of device set $key: $*"; echo "# ${cmd[*]}"; } > "$log"
+    local t0=$SECONDS
+    BOOT_RC=0
+    if [ "${RIG_VERBOSE:-0}" = 1 ]; then
+        "${cmd[@]}" < /dev/null 2>&1 | tee -a "$log" >&2 || BOOT_RC=$?
+    else
+        "${cmd[@]}" < /dev/null >> "$log" 2>&1 || BOOT_RC=$?
+    fi
+    BOOT_END="qemu exit status $BOOT_RC after $((SECONDS - t0))s"
+    echo "# $BOOT_END" >> "$log"
+    rm -rf "$st"
+    split_log "$log" "$@"
+}
+
+# split_log LOG NAME...: LOG's part for each scenario into logs/NAME.log (see
+# boot_group); sets GOT and STARTED. The part of a scenario without a verdict
+# runs to the end of LOG; scenarios after it, never reached, get no log.
+split_log() {
+    local log=$1 s i=0 v
+    shift
+    mkdir -p "$RIG_DIR/run/split"
+    rm -f "$RIG_DIR/run/split/"*
+    tr -d '\r' < "$log" | awk -v dir="$RIG_DIR/run/split" '
+        { print > (dir "/" n + 0) }
+        /^RIG-VERDICT: / { close(dir "/" n + 0); n++ }'
+    for s in "$@"; do
+        GOT[$s]="" STARTED[$s]=0
+        rm -f "$RIG_DIR/logs/$s.log"
+        [ -f "$RIG_DIR/run/split/$i" ] || continue
+        { echo "# $s: part $((i + 1)) of $log"; cat "$RIG_DIR/run/split/$i"; } > "$RIG_DIR/logs/$s.log"
+        grep -q "^RIG-L1: scenario $s " "$RIG_DIR/logs/$s.log" && STARTED[$s]=1
+        v=$(sed -n "s/^RIG-VERDICT: $s //p" "$RIG_DIR/logs/$s.log")
+        case $v in PASS | FAIL\ *) GOT[$s]=$v ;; esac
+        i=$((i + 1))
+    done
+    # Lines after the last verdict (L1 powering off) go to the log of the last scenario that has one.
+    if [ -f "$RIG_DIR/run/split/$i" ] && [ $i -gt 0 ]; then
+        cat "$RIG_DIR/run/split/$i" >> "$RIG_DIR/logs/${!i}.log" # ${!i}: argument i, the i-th scenario
+    fi
+    rm -rf "$RIG_DIR/run/split"
+}
