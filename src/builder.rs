@@ -15,7 +15,9 @@ use vm_superio::I8042Device;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{acpi, cpu, linux};
-use crate::config::{DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, SerialConfig, VmConfig};
+use crate::config::{
+    DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, PitConfig, SerialConfig, VmConfig,
+};
 use crate::devices::cmos::Cmos;
 use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
 use crate::devices::pci_root::{self, BarWindow, ConfigPorts, Ecam, SharedPciBus};
@@ -100,6 +102,7 @@ pub fn build(config: &VmConfig, sysfs: &Sysfs) -> Result<Machine, BuildError> {
     memory::check_host_can_give(&config.memory)?;
     let console = open_console(&config.serial)?;
     let mut machine = assemble(&config.memory, config.cpus, checked, console)?;
+    machine.set_pit(&config.pit)?;
     for (index, net) in config.net.iter().enumerate() {
         add_net(&mut machine, net, index)?;
     }
@@ -123,6 +126,11 @@ impl Machine {
     ) -> Result<Self, BuildError> {
         let checked = CheckedDevices::check(&devices, &Sysfs::new("/"))?;
         assemble(memory, cpus, checked, Some(console))
+    }
+
+    /// Applies the PIT's settings (tick reinjection) to KVM's PIT.
+    pub fn set_pit(&self, pit: &PitConfig) -> Result<(), BuildError> {
+        Ok(self.vm.set_pit_reinject(pit.reinject)?)
     }
 }
 

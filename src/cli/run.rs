@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use vfio_vmm::builder::{self, BuildError};
 use vfio_vmm::config::payload::DEFAULT_CMDLINE;
 use vfio_vmm::config::{
-    check_cpus, ConfigError, DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, SerialConfig,
-    VmConfig,
+    check_cpus, ConfigError, DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, PitConfig,
+    RngConfig, SerialConfig, VmConfig,
 };
 use vfio_vmm::vmm::VmmError;
 
@@ -22,7 +22,7 @@ pub struct RunArgs {
     /// instead of the options below, which may then not be given.
     #[arg(long, value_name = "FILE.json")]
     config: Option<PathBuf>,
-    /// The guest kernel (bzImage).
+    /// The guest kernel: a bzImage, or an uncompressed ELF vmlinux with a PVH note.
     #[arg(long, required_unless_present = "config")]
     kernel: Option<PathBuf>,
     /// An initramfs for the guest.
@@ -46,6 +46,12 @@ pub struct RunArgs {
     /// A host PCI device to pass through (BDF or /sys/bus/pci/devices/BDF, `,rombar=off` hides its ROM); repeatable.
     #[arg(long = "device", value_name = "BDF[,rombar=off][,id=ID]")]
     device: Vec<String>,
+    /// A virtio-rng entropy device reading SRC [default SRC: /dev/urandom].
+    #[arg(long, value_name = "src=SRC", num_args = 0..=1, default_missing_value = "")]
+    rng: Option<String>,
+    /// KVM's policy for PIT ticks the guest missed: reinject them (on) or drop them [default: reinject=on].
+    #[arg(long, value_name = "reinject=on|off")]
+    pit: Option<String>,
 }
 
 /// Why `run` did not get to run the guest.
@@ -112,6 +118,11 @@ impl RunArgs {
                 .iter()
                 .map(|n| NetConfig::parse(n))
                 .collect::<Result<_, _>>()?,
+            rng: self.rng.as_deref().map(RngConfig::parse).transpose()?,
+            pit: self
+                .pit
+                .as_deref()
+                .map_or(Ok(PitConfig::default()), PitConfig::parse)?,
         };
         config.validate()?;
         Ok(config)
@@ -128,6 +139,8 @@ impl RunArgs {
             ("--serial", self.serial.is_some()),
             ("--net", !self.net.is_empty()),
             ("--device", !self.device.is_empty()),
+            ("--rng", self.rng.is_some()),
+            ("--pit", self.pit.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))
@@ -228,6 +241,9 @@ mod tests {
             "tap=tap0,mac=02:00:00:00:00:01,id=net0",
             "--net",
             "tap=tap1",
+            "--rng",
+            "--pit",
+            "reinject=off",
         ])
         .into_config()
         .unwrap();
@@ -239,7 +255,9 @@ mod tests {
               "serial": {{"mode": "File", "file": "/tmp/vfio-vmm-serial.log"}},
               "devices": [{{"path": "/sys/bus/pci/devices/0000:01:00.0", "id": "gpu", "rombar": false}},
                           {{"path": "/sys/bus/pci/devices/0000:02:00.0"}}],
-              "net": [{{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}}, {{"tap": "tap1"}}]
+              "net": [{{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}}, {{"tap": "tap1"}}],
+              "rng": {{"src": "/dev/urandom"}},
+              "pit": {{"reinject": false}}
             }}"#
         );
         assert_eq!(VmConfig::from_json(&json), Ok(from_cli.clone()));
