@@ -4,8 +4,8 @@
 //! devices in sysfs, the RAM the host can give), then the console, the KVM
 //! VM, the passthrough devices opened (their IOMMU decides the guest layout),
 //! guest RAM (DMA-mapped for them), interrupt controllers, legacy devices,
-//! the PCI bus with its devices, vCPUs, NICs; then BARs, the kernel and the
-//! boot tables. `vmm.rs` runs the result and tears it down.
+//! the PCI bus with its devices, vCPUs, NICs, the entropy device; then BARs,
+//! the kernel and the boot tables. `vmm.rs` runs the result and tears it down.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -16,14 +16,15 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{acpi, cpu, linux};
 use crate::config::{
-    DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, PitConfig, SerialConfig, VmConfig,
+    DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, PitConfig, RngConfig, SerialConfig,
+    VmConfig,
 };
 use crate::devices::cmos::Cmos;
 use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
 use crate::devices::pci_root::{self, BarWindow, ConfigPorts, Ecam, SharedPciBus};
 use crate::devices::serial::{self, spawn_stdin_reader, ConsoleOut, SerialDevice};
 use crate::devices::vfio::{CheckedDevices, VfioPassthrough, VfioSetupError};
-use crate::devices::virtio::{self, NetError};
+use crate::devices::virtio::{self, NetError, RngError};
 use crate::exit::ExitHandle;
 use crate::layout;
 use crate::memory;
@@ -76,6 +77,9 @@ pub enum BuildError {
     /// A virtio-net NIC could not be created.
     #[error("NIC number {0} (tap {1}): {2}")]
     Net(usize, String, NetError),
+    /// The virtio-rng device could not be created.
+    #[error("virtio-rng: {0}")]
+    Rng(#[from] RngError),
     /// A KVM irqfd could not be registered.
     #[error("cannot wire {what}'s interrupt: {err}")]
     Irq {
@@ -105,6 +109,9 @@ pub fn build(config: &VmConfig, sysfs: &Sysfs) -> Result<Machine, BuildError> {
     machine.set_pit(&config.pit)?;
     for (index, net) in config.net.iter().enumerate() {
         add_net(&mut machine, net, index)?;
+    }
+    if let Some(rng) = &config.rng {
+        add_rng(&mut machine, rng)?;
     }
     load_linux(&mut machine, &config.payload)?;
     if config.serial == SerialConfig::Stdio {
@@ -208,6 +215,20 @@ fn add_net(machine: &mut Machine, config: &NetConfig, index: usize) -> Result<()
         machine.vm.shared_fd(),
     )
     .map_err(net_err)?;
+    lock(&machine.pci).add_device_at(address.device(), Box::new(dev))?;
+    Ok(())
+}
+
+/// Adds the virtio-rng on the bus's first free slot.
+fn add_rng(machine: &mut Machine, config: &RngConfig) -> Result<(), BuildError> {
+    let address = lock(&machine.pci).free_address()?;
+    let dev = virtio::new_rng_pci(
+        config,
+        address,
+        machine.mem.clone(),
+        machine.interrupts.clone(),
+        machine.vm.shared_fd(),
+    )?;
     lock(&machine.pci).add_device_at(address.device(), Box::new(dev))?;
     Ok(())
 }

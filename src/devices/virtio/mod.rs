@@ -11,6 +11,7 @@
 //! | `net.rs` | [`Net`]: features, config space, starting the worker |
 //! | `tap.rs` | [`Tap`]: opening or creating a tap with a virtio-net header, offloads |
 //! | `worker.rs` | the per-device thread moving frames between the queues and the tap |
+//! | `rng.rs` | [`Rng`]: virtio-rng, its queue served from the host's entropy source on its own thread |
 //! | `tests.rs`, `net_tests.rs` | transport tests with fakes; virtio-net end to end on a real tap |
 //!
 //! # Wiring in the VMM
@@ -28,11 +29,14 @@ pub mod interrupt;
 pub mod net;
 pub mod pci_transport;
 pub mod queue;
+pub mod rng;
 pub mod tap;
 pub mod worker;
 
 #[cfg(test)]
 mod net_tests;
+#[cfg(test)]
+mod rng_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,12 +46,13 @@ use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::NetConfig;
+use crate::config::{NetConfig, RngConfig};
 use crate::memory::GuestMemory;
 
 pub use interrupt::VirtioInterrupts;
 pub use net::{Net, NetError};
 pub use pci_transport::{TransportError, VirtioPciDevice};
+pub use rng::{Rng, RngError};
 pub use tap::{Tap, TapError};
 
 /// Virtio device status: the driver found the device.
@@ -151,4 +156,17 @@ pub fn new_net_pci(
     let net = Net::new(config, index)?;
     VirtioPciDevice::new(Box::new(net), address, mem, interrupts.as_ref(), ioevents)
         .map_err(NetError::Transport)
+}
+
+/// Builds the PCI virtio-rng device for `config` at `address`, its source open.
+pub fn new_rng_pci(
+    config: &RngConfig,
+    address: pci::PciAddress,
+    mem: GuestMemory,
+    interrupts: Arc<dyn pci::InterruptManager>,
+    ioevents: Arc<dyn IoEventRegistry>,
+) -> Result<VirtioPciDevice, RngError> {
+    let rng = Rng::new(config)?;
+    VirtioPciDevice::new(Box::new(rng), address, mem, interrupts.as_ref(), ioevents)
+        .map_err(RngError::Transport)
 }
