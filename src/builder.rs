@@ -16,8 +16,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{acpi, cpu, linux};
 use crate::config::{
-    DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, PitConfig, RngConfig, SerialConfig,
-    VmConfig,
+    ConfigError, DeviceConfig, KernelKind, MemoryConfig, NetConfig, PayloadConfig, PitConfig,
+    RngConfig, SerialConfig, VmConfig,
 };
 use crate::devices::cmos::Cmos;
 use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
@@ -36,6 +36,9 @@ use crate::vstate::vm::{Vm, VmError};
 /// Errors while assembling the VM, each meant to be shown as is.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The kernel changed since the configuration was checked.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Guest RAM could not be set up.
     #[error(transparent)]
     Memory(#[from] memory::MemoryError),
@@ -234,7 +237,8 @@ fn add_rng(machine: &mut Machine, config: &RngConfig) -> Result<(), BuildError> 
 }
 
 /// Places every BAR (as firmware would), loads Linux and writes the boot
-/// tables; the boot vCPU starts at the kernel's 64-bit entry.
+/// tables; the boot vCPU starts at the kernel's 64-bit entry (bzImage) or
+/// its PVH entry (vmlinux).
 fn load_linux(machine: &mut Machine, payload: &PayloadConfig) -> Result<(), BuildError> {
     let placements = lock(&machine.pci).assign_bars()?;
     for p in &placements {
@@ -247,14 +251,18 @@ fn load_linux(machine: &mut Machine, payload: &PayloadConfig) -> Result<(), Buil
         );
     }
     machine.vfio.bars_assigned(&placements)?;
-    let kernel = linux::load(
+    let load = match payload.kernel_kind()? {
+        KernelKind::BzImage => linux::load,
+        KernelKind::PvhElf => linux::load_pvh,
+    };
+    let kernel = load(
         &machine.mem,
         &machine.layout.ram,
         &payload.kernel,
         payload.initramfs.as_deref(),
         &payload.cmdline,
     )?;
-    cpu::write_boot_tables(&machine.mem)?;
+    cpu::write_boot_tables(&machine.mem, kernel.entry)?;
     let mut dsdt = Vec::new();
     if machine.serial.is_some() {
         dsdt.extend(serial::dsdt_aml());

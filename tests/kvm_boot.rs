@@ -8,9 +8,12 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use vfio_vmm::config::{MemoryConfig, PitConfig};
+use std::path::PathBuf;
+
+use vfio_vmm::config::{MemoryConfig, PayloadConfig, PitConfig, SerialConfig, VmConfig};
 use vfio_vmm::exit::ExitReason;
 use vfio_vmm::vmm::Machine;
+use vfio_vmm::{builder, layout};
 use vm_memory::{Bytes, GuestAddress};
 
 /// A console sink the test can read back.
@@ -137,5 +140,131 @@ fn pit_reinject_setting_reaches_kvm() {
     assert!(
         on >= off + 100,
         "reinject=on: {on} interrupts, ~700 expected (off gave {off})"
+    );
+}
+
+/// 32-bit code at 1 MiB, the PVH entry of [`pvh_elf`]. If EBX points at a
+/// start info with the PVH magic and CR0 has PE set and PG clear, it writes
+/// to COM1 the command line, `|`, the bytes of the one module (the
+/// initramfs), `|`, the 8-byte signature at the RSDP address, `|`, and the
+/// number of memory map entries as a digit; otherwise `!`. Then it powers
+/// off. It uses no stack. Assembled with GNU as (`.code32`, linked at 1 MiB).
+const PVH_PROBE: [u8; 94] = [
+    0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0x81, 0x3b, 0x78, 0xc5, 0x6e, 0x33, 0x75, 0x47, // cmp dword [ebx], magic; jne fail
+    0x0f, 0x20, 0xc0, 0x25, 0x01, 0x00, 0x00, 0x80, // mov eax, cr0; and eax, PG | PE
+    0x83, 0xf8, 0x01, 0x75, 0x3a, // cmp eax, PE; jne fail
+    0x8b, 0x73, 0x18, // mov esi, [ebx + cmdline_paddr]
+    0xac, 0x84, 0xc0, 0x74, 0x03, 0xee, 0xeb,
+    0xf8, // 1: lodsb; test al, al; jz 2f; out; jmp 1b
+    0xb0, 0x7c, 0xee, // 2: out '|'
+    0x83, 0x7b, 0x0c, 0x01, 0x75, 0x26, // cmp dword [ebx + nr_modules], 1; jne fail
+    0x8b, 0x7b, 0x10, // mov edi, [ebx + modlist_paddr]
+    0x8b, 0x37, 0x8b, 0x4f, 0x08, // mov esi, [edi + paddr]; mov ecx, [edi + size]
+    0xac, 0xee, 0xe2, 0xfc, // 3: lodsb; out; loop 3b
+    0xb0, 0x7c, 0xee, // out '|'
+    0x8b, 0x73, 0x20, 0xb9, 0x08, 0x00, 0x00, 0x00, // mov esi, [ebx + rsdp_paddr]; mov ecx, 8
+    0xac, 0xee, 0xe2, 0xfc, // 4: lodsb; out; loop 4b
+    0xb0, 0x7c, 0xee, // out '|'
+    0x8b, 0x43, 0x30, 0x04, 0x30, 0xee, // mov eax, [ebx + memmap_entries]; add al, '0'; out
+    0xeb, 0x03, // jmp off
+    0xb0, 0x21, 0xee, // fail: out '!'
+    0x66, 0xba, 0x00, 0x06, 0xb0, 0x34, 0xee,
+    0xf4, // off: ACPI sleep control = S5 | SLP_EN; hlt
+];
+
+/// An x86-64 ELF executable (the shape of a vmlinux) with [`PVH_PROBE`] loaded
+/// at 1 MiB and a PT_NOTE segment holding a GNU build-id note and the Xen
+/// PVH note (type 18, an 8-byte descriptor as Linux writes it) naming 1 MiB.
+fn pvh_elf() -> Vec<u8> {
+    let mut notes = Vec::new();
+    for (name, kind, desc) in [
+        (&b"GNU\0"[..], 3u32, &[0xab; 20][..]),
+        (b"Xen\0", 18, &0x10_0000u64.to_le_bytes()),
+    ] {
+        for n in [name.len() as u32, desc.len() as u32, kind] {
+            notes.extend_from_slice(&n.to_le_bytes());
+        }
+        notes.extend_from_slice(name);
+        notes.extend_from_slice(desc);
+    }
+    let mut f = vec![0u8; 64];
+    f[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00"); // ELF64, little-endian, v1
+    f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[24..32].copy_from_slice(&0x10_0000u64.to_le_bytes()); // e_entry
+    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    f[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    f[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    f[56..58].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+    let phdr = |kind: u32, offset: u64, addr: u64, size: u64| {
+        let mut p = vec![0u8; 56];
+        p[..4].copy_from_slice(&kind.to_le_bytes());
+        p[4..8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+        for (o, v) in [(8, offset), (16, addr), (24, addr), (32, size), (40, size)] {
+            p[o..o + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        p
+    };
+    let notes_at = 64 + 2 * 56;
+    f.extend(phdr(4, notes_at, 0, notes.len() as u64)); // PT_NOTE
+    f.extend(phdr(1, 0x1000, 0x10_0000, PVH_PROBE.len() as u64)); // PT_LOAD
+    f.extend(&notes);
+    f.resize(0x1000, 0);
+    f.extend_from_slice(&PVH_PROBE);
+    f
+}
+
+/// A file under the temporary directory for this test, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(tag: &str, contents: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!("vfio-vmm-boot-{}-{tag}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The tiny vmlinux goes through the whole `run` path: validation takes it
+/// for a PVH kernel, the builder loads it with linux-loader's ELF loader,
+/// writes the start info, ACPI tables and PVH CPU state, and the vCPU runs it.
+#[test]
+#[ignore = "needs /dev/kvm (scripts/test.sh runs it)"]
+fn a_pvh_vmlinux_boots_with_its_start_info() {
+    require_kvm();
+    let kernel = TempFile::new("vmlinux", &pvh_elf());
+    let initramfs = TempFile::new("initrd", b"INITRAMFS-BYTES");
+    let serial = TempFile::new("serial", b"");
+    let config = VmConfig {
+        payload: PayloadConfig {
+            kernel: kernel.0.clone(),
+            initramfs: Some(initramfs.0.clone()),
+            cmdline: "console=ttyS0 pvh-probe".into(),
+        },
+        cpus: 1,
+        memory: MemoryConfig::parse("128M").unwrap(),
+        serial: SerialConfig::File(serial.0.clone()),
+        devices: Vec::new(),
+        net: Vec::new(),
+        rng: None,
+        pit: PitConfig::default(),
+    };
+    config.validate().expect("a PVH vmlinux is a valid kernel");
+    let sysfs = iommu::sysfs::Sysfs::new("/");
+    let machine = builder::build(&config, &sysfs).expect("build");
+    assert_eq!(machine.run().unwrap(), ExitReason::PowerOff);
+    let out = String::from_utf8(std::fs::read(&serial.0).unwrap()).unwrap();
+    let entries = layout::e820_map(&layout::ram_regions(128 << 20)).len();
+    assert_eq!(
+        out,
+        format!("console=ttyS0 pvh-probe|INITRAMFS-BYTES|RSD PTR |{entries}")
     );
 }
