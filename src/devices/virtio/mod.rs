@@ -1,6 +1,6 @@
 //! Emulated virtio 1.x devices on PCI: the seam between the modern PCI
-//! transport and a device model, and the one device model we have, virtio-net
-//! on a tap.
+//! transport and a device model, and the device models: virtio-net on a tap,
+//! virtio-rng.
 //!
 //! | file | owns |
 //! | --- | --- |
