@@ -270,6 +270,43 @@ mod tests {
     }
 
     #[test]
+    fn rng_and_pit_options_parse_or_say_what_to_write() {
+        let k = fake_bzimage("rng-pit");
+        let k = k.to_str().unwrap();
+        let c = args(&["--rng", "src=/dev/random", "--kernel", k])
+            .into_config()
+            .unwrap();
+        assert_eq!(c.rng, Some(RngConfig::parse("src=/dev/random").unwrap()));
+        assert_eq!(
+            (
+                c.pit.reinject,
+                args(&["--kernel", k]).into_config().unwrap().rng
+            ),
+            (true, None)
+        );
+        for (argv, want) in [
+            (
+                &["--rng", "src=/nonexistent/rng"][..],
+                "entropy source /nonexistent/rng",
+            ),
+            (
+                &["--rng", "/dev/random"],
+                "--rng \"/dev/random\": expected src=PATH",
+            ),
+            (
+                &["--pit", "reinject=maybe"],
+                "--pit \"reinject=maybe\": expected reinject=on|off",
+            ),
+        ] {
+            let mut all = argv.to_vec();
+            all.extend(["--kernel", k]);
+            let err = args(&all).into_config().unwrap_err().to_string();
+            assert!(err.contains(want), "{argv:?}: {err}");
+        }
+        std::fs::remove_file(k).unwrap();
+    }
+
+    #[test]
     fn config_is_not_mixed_with_vm_options() {
         let err = args(&[
             "--config", "/x.json", "--memory", "1G", "--device", "01:00.0",
