@@ -43,34 +43,44 @@ fn require_kvm() {
     }
 }
 
-/// Real-mode code at 0x1000 counting PIT interrupts. It points IVT vector
-/// 0x20 at a handler (`incw [count]; EOI; iret`), initialises the PIC (base
-/// 0x20, only IRQ0 unmasked) and the PIT (channel 0, mode 2, divisor 1193:
-/// 1000 Hz); then it spins with interrupts off for CLI_CYCLES TSC cycles
-/// (the placeholder 0x11111111), with interrupts on for STI_CYCLES
-/// (0x22222222), and writes the 16-bit count to COM1 and powers off.
-/// Assembled with GNU as (`.code16`, linked at 0x1000).
-const PIT_COUNTER: [u8; 128] = [
+/// Real-mode code at 0x1000 that tells whether PIT ticks it missed were
+/// delivered late. It points IVT vector 0x20 at a handler (`incw [count];
+/// EOI; iret`), initialises the PIC (base 0x20, only IRQ0 unmasked) and the
+/// PIT (channel 0, mode 2, divisor 1193: 1000 Hz), and keeps interrupts off
+/// for CLI_MS milliseconds (placeholder 0x11111111; time from the TSC at
+/// TSC_KHZ, placeholder 0x33333333). Then, interrupts on, it waits until it
+/// has counted as many interrupts as the PIT fired since it was started (one
+/// a millisecond, 10 of slack): it writes `C` (caught up) and stops there, or
+/// `T` once CAP_MS (placeholder 0x22222222) have passed since the start. Then
+/// the 16-bit count to COM1, and power off. Assembled with GNU as
+/// (`.code16`, linked at 0x1000).
+const PIT_CATCH_UP: [u8; 164] = [
     0xfa, 0x31, 0xc0, 0x8e, 0xd8, 0x8e, 0xd0, 0xbc, 0x00,
     0x80, // cli; ds = ss = 0; sp = 0x8000
-    0xc7, 0x06, 0x80, 0x00, 0x73, 0x10, // IVT[0x20].offset = handler (0x1073)
+    0xc7, 0x06, 0x80, 0x00, 0x97, 0x10, // IVT[0x20].offset = handler (0x1097)
     0xc7, 0x06, 0x82, 0x00, 0x00, 0x00, // IVT[0x20].segment = 0
-    0xc7, 0x06, 0x7e, 0x10, 0x00, 0x00, // count = 0
+    0xc7, 0x06, 0xa2, 0x10, 0x00, 0x00, // count = 0
     0xb0, 0x11, 0xe6, 0x20, 0xb0, 0x20, 0xe6, 0x21, // ICW1, ICW2 (vector base 0x20)
     0xb0, 0x04, 0xe6, 0x21, 0xb0, 0x01, 0xe6, 0x21, // ICW3, ICW4
     0xb0, 0xfe, 0xe6, 0x21, // OCW1: only IRQ0 unmasked
     0xb0, 0x34, 0xe6, 0x43, // PIT channel 0, lo/hi, mode 2
     0xb0, 0xa9, 0xe6, 0x40, 0xb0, 0x04, 0xe6, 0x40, // divisor 0x04a9
-    0x0f, 0x31, 0x66, 0x89, 0xc3, // rdtsc; ebx = eax
-    0x0f, 0x31, 0x66, 0x29, 0xd8, // 1: rdtsc; eax -= ebx
-    0x66, 0x3d, 0x11, 0x11, 0x11, 0x11, 0x72, 0xf3, // cmp eax, CLI_CYCLES; jb 1b
-    0xfb, 0x0f, 0x31, 0x66, 0x89, 0xc3, // sti; rdtsc; ebx = eax
-    0x0f, 0x31, 0x66, 0x29, 0xd8, // 2: rdtsc; eax -= ebx
-    0x66, 0x3d, 0x22, 0x22, 0x22, 0x22, 0x72, 0xf3, // cmp eax, STI_CYCLES; jb 2b
-    0xfa, 0xa1, 0x7e, 0x10, // cli; ax = count
-    0xba, 0xf8, 0x03, 0xee, 0x88, 0xe0, 0xee, // out COM1, al; out COM1, ah
+    0x0f, 0x31, 0x66, 0x89, 0xc6, 0x66, 0x89, 0xd7, // rdtsc; edi:esi = start
+    0xe8, 0x3e, 0x00, // 1: call elapsed_ms
+    0x66, 0x3d, 0x11, 0x11, 0x11, 0x11, 0x72, 0xf5, // cmp eax, CLI_MS; jb 1b
+    0xfb, 0xe8, 0x32, 0x00, // sti; 2: call elapsed_ms
+    0x66, 0x3d, 0x22, 0x22, 0x22, 0x22, 0x73, 0x13, // cmp eax, CAP_MS; jae timeout
+    0x66, 0x0f, 0xb7, 0x1e, 0xa2, 0x10, // movzx ebx, word [count]
+    0x66, 0x83, 0xc3, 0x0a, 0x66, 0x39, 0xc3, 0x72, 0xe6, // add ebx, 10; cmp ebx, eax; jb 2b
+    0xb1, 0x43, 0xeb, 0x02, // cl = 'C'; jmp report
+    0xb1, 0x54, // timeout: cl = 'T'
+    0xfa, 0xba, 0xf8, 0x03, 0x88, 0xc8, 0xee, // report: cli; out COM1, cl
+    0xa1, 0xa2, 0x10, 0xee, 0x88, 0xe0, 0xee, // ax = count; out COM1, al; out COM1, ah
     0xba, 0x00, 0x06, 0xb0, 0x34, 0xee, 0xf4, // ACPI sleep control = S5 | SLP_EN; hlt
-    0xff, 0x06, 0x7e, 0x10, // handler: incw count
+    0x0f, 0x31, 0x66, 0x29, 0xf0, 0x66, 0x19, 0xfa, // elapsed_ms: rdtsc; edx:eax -= edi:esi
+    0x66, 0xb9, 0x33, 0x33, 0x33, 0x33, // mov ecx, TSC_KHZ
+    0x66, 0xf7, 0xf1, 0xc3, // div ecx (eax = milliseconds); ret
+    0xff, 0x06, 0xa2, 0x10, // handler: incw count
     0x50, 0xb0, 0x20, 0xe6, 0x20, 0x58, 0xcf, // push ax; EOI to the PIC; pop ax; iret
     0x00, 0x00, // count
 ];
@@ -84,9 +94,10 @@ fn patch(code: &mut [u8], from: u32, to: u32) {
     code[at..at + 4].copy_from_slice(&to.to_le_bytes());
 }
 
-/// Runs [`PIT_COUNTER`] with the PIT set up by `pit`: interrupts off for
-/// `off_ms`, then on for `on_ms`. Returns the interrupts the guest counted.
-fn count_pit_interrupts(pit: PitConfig, off_ms: u32, on_ms: u32) -> u16 {
+/// Runs [`PIT_CATCH_UP`] with the PIT set up by `pit`: interrupts off for
+/// `cli_ms`, a verdict by `cap_ms`. Returns whether the guest caught up
+/// with the PIT, and the interrupts it counted.
+fn pit_catch_up(pit: PitConfig, cli_ms: u32, cap_ms: u32) -> (bool, u16) {
     let out = Captured::default();
     let mem = MemoryConfig {
         size: 64 << 20,
@@ -97,9 +108,10 @@ fn count_pit_interrupts(pit: PitConfig, off_ms: u32, on_ms: u32) -> u16 {
     machine.set_pit(&pit).expect("KVM_REINJECT_CONTROL");
     let vcpu = machine.vcpus()[0].fd();
     let tsc_khz = vcpu.get_tsc_khz().expect("KVM_GET_TSC_KHZ");
-    let mut code = PIT_COUNTER.to_vec();
-    patch(&mut code, 0x1111_1111, tsc_khz * off_ms);
-    patch(&mut code, 0x2222_2222, tsc_khz * on_ms);
+    let mut code = PIT_CATCH_UP.to_vec();
+    patch(&mut code, 0x1111_1111, cli_ms);
+    patch(&mut code, 0x2222_2222, cap_ms);
+    patch(&mut code, 0x3333_3333, tsc_khz);
     machine
         .memory()
         .write_slice(&code, GuestAddress(0x1000))
@@ -115,31 +127,39 @@ fn count_pit_interrupts(pit: PitConfig, off_ms: u32, on_ms: u32) -> u16 {
     vcpu.set_regs(&regs).unwrap();
     assert_eq!(machine.run().unwrap(), ExitReason::PowerOff);
     let bytes = out.0.lock().unwrap().clone();
-    assert_eq!(bytes.len(), 2, "the guest reports its count: {bytes:?}");
-    u16::from_le_bytes([bytes[0], bytes[1]])
+    match bytes[..] {
+        [verdict @ (b'C' | b'T'), lo, hi] => (verdict == b'C', u16::from_le_bytes([lo, hi])),
+        _ => panic!("the guest reports a verdict and its count, not {bytes:?}"),
+    }
 }
 
 /// KVM offers no way to read the reinjection flag back (KVM_GET_PIT2's flags
-/// carry only HPET_LEGACY and the speaker), so this observes what it does:
-/// 200 ms with interrupts off, then 500 ms on, at 1000 ticks a second.
-/// Without reinjection the missed ticks collapse into the one the PIC
-/// latched: ~500 interrupts. With it KVM queues the ~200 missed ticks and
-/// delivers them after `sti`, one after each EOI, on top of the new ones:
-/// up to ~700 (how fast the backlog drains depends on the host; 0.5 to 2
-/// per millisecond were seen under nested KVM, so all of it drains).
+/// carry only HPET_LEGACY and the speaker), so this observes what it does.
+/// The guest misses the first 200 ticks (interrupts off), then waits to have
+/// counted as many interrupts as the PIT fired. With reinjection KVM queued
+/// the missed ticks and delivers them, one after each EOI, faster than new
+/// ones come: the guest catches up (in a few hundred milliseconds here).
+/// Without, the missed ticks collapsed into the one the PIC latched, and
+/// ticks missed while the vCPU thread waits for a host CPU are lost too: the
+/// guest stays at least ~200 behind and never catches up. Counts alone would
+/// not do: on a busy host both runs lose time to scheduling.
 #[test]
 #[ignore = "needs /dev/kvm (scripts/test.sh runs it)"]
 fn pit_reinject_setting_reaches_kvm() {
     require_kvm();
-    let on = count_pit_interrupts(PitConfig { reinject: true }, 200, 500);
-    let off = count_pit_interrupts(PitConfig { reinject: false }, 200, 500);
+    let (caught_up, count) = pit_catch_up(PitConfig { reinject: true }, 200, 5000);
     assert!(
-        (250..=560).contains(&off),
-        "reinject=off: {off} interrupts, ~500 expected"
+        caught_up,
+        "reinject=on: {count} interrupts in 5 s, fewer than the PIT fired"
+    );
+    let (caught_up, count) = pit_catch_up(PitConfig { reinject: false }, 200, 2000);
+    assert!(
+        !caught_up,
+        "reinject=off: the guest caught up ({count} interrupts): missed ticks were delivered"
     );
     assert!(
-        on >= off + 100,
-        "reinject=on: {on} interrupts, ~700 expected (off gave {off})"
+        count > 0,
+        "reinject=off: no PIT interrupt reached the guest"
     );
 }
 
