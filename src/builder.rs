@@ -4,10 +4,11 @@
 //! devices in sysfs, the RAM the host can give), then the console, the KVM
 //! VM, the passthrough devices opened (their IOMMU decides the guest layout),
 //! guest RAM (DMA-mapped for them), interrupt controllers, legacy devices,
-//! the PCI bus with its devices, vCPUs, NICs, disks and vsock; then BARs, the
-//! kernel and the boot tables. Disk images are opened and locked, and the
-//! vsock socket bound, before /dev/kvm is opened: an image in use by another
-//! VMM is refused first. `vmm.rs` runs the result and tears it down.
+//! the PCI bus with its devices, vCPUs, NICs, disks, vsock and the entropy
+//! device; then BARs, the kernel and the boot tables. Disk images are opened
+//! and locked, and the vsock socket bound, before /dev/kvm is opened: an image
+//! in use by another VMM is refused first. `vmm.rs` runs the result and tears
+//! it down.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -17,14 +18,18 @@ use vm_superio::I8042Device;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{acpi, cpu, linux};
-use crate::config::{DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, SerialConfig, VmConfig};
+use crate::config::{
+    ConfigError, DeviceConfig, KernelKind, MemoryConfig, NetConfig, PayloadConfig, PitConfig,
+    SerialConfig, VmConfig,
+};
 use crate::devices::cmos::Cmos;
 use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
 use crate::devices::pci_root::{self, BarWindow, ConfigPorts, Ecam, SharedPciBus};
 use crate::devices::serial::{self, spawn_stdin_reader, ConsoleOut, SerialDevice};
 use crate::devices::vfio::{CheckedDevices, VfioPassthrough, VfioSetupError};
+use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockError};
-use crate::devices::virtio::{self, BlkError, Block, NetError, TransportError};
+use crate::devices::virtio::{self, BlkError, Block, NetError, RngError, TransportError};
 use crate::devices::virtio::{VirtioDevice, VirtioPciDevice};
 use crate::exit::ExitHandle;
 use crate::layout;
@@ -37,6 +42,9 @@ use crate::vstate::vm::{Vm, VmError};
 /// Errors while assembling the VM, each meant to be shown as is.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The kernel changed since the configuration was checked.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Guest RAM could not be set up.
     #[error(transparent)]
     Memory(#[from] memory::MemoryError),
@@ -84,6 +92,9 @@ pub enum BuildError {
     /// The vsock device could not be created (its socket) or built.
     #[error(transparent)]
     Vsock(#[from] VsockError),
+    /// The virtio-rng device could not be created.
+    #[error("virtio-rng: {0}")]
+    Rng(#[from] RngError),
     /// A KVM irqfd could not be registered.
     #[error("cannot wire {what}'s interrupt: {err}")]
     Irq {
@@ -119,6 +130,7 @@ pub fn build(config: &VmConfig, sysfs: &Sysfs) -> Result<Machine, BuildError> {
     let vsock = vsock.map(|v| Vsock::new(v.cid, &v.socket)).transpose()?;
     let console = open_console(&config.serial)?;
     let mut machine = assemble(&config.memory, config.cpus, checked, console)?;
+    machine.set_pit(&config.pit)?;
     for (index, net) in config.net.iter().enumerate() {
         add_net(&mut machine, net, index)?;
     }
@@ -128,6 +140,12 @@ pub fn build(config: &VmConfig, sysfs: &Sysfs) -> Result<Machine, BuildError> {
     if let Some(vsock) = vsock {
         add_virtio(&mut machine, Box::new(vsock), |e| {
             VsockError::Transport(e).into()
+        })?;
+    }
+    if let Some(rng) = &config.rng {
+        let rng = Rng::new(rng)?;
+        add_virtio(&mut machine, Box::new(rng), |e| {
+            RngError::Transport(e).into()
         })?;
     }
     load_linux(&mut machine, &config.payload)?;
@@ -150,6 +168,11 @@ impl Machine {
     ) -> Result<Self, BuildError> {
         let checked = CheckedDevices::check(&devices, &Sysfs::new("/"))?;
         assemble(memory, cpus, checked, Some(console))
+    }
+
+    /// Applies the PIT's settings (tick reinjection) to KVM's PIT.
+    pub fn set_pit(&self, pit: &PitConfig) -> Result<(), BuildError> {
+        Ok(self.vm.set_pit_reinject(pit.reinject)?)
     }
 }
 
@@ -260,7 +283,8 @@ fn add_virtio(
 }
 
 /// Places every BAR (as firmware would), loads Linux and writes the boot
-/// tables; the boot vCPU starts at the kernel's 64-bit entry.
+/// tables; the boot vCPU starts at the kernel's 64-bit entry (bzImage) or
+/// its PVH entry (vmlinux).
 fn load_linux(machine: &mut Machine, payload: &PayloadConfig) -> Result<(), BuildError> {
     let placements = lock(&machine.pci).assign_bars()?;
     for p in &placements {
@@ -273,14 +297,18 @@ fn load_linux(machine: &mut Machine, payload: &PayloadConfig) -> Result<(), Buil
         );
     }
     machine.vfio.bars_assigned(&placements)?;
-    let kernel = linux::load(
+    let load = match payload.kernel_kind()? {
+        KernelKind::BzImage => linux::load,
+        KernelKind::PvhElf => linux::load_pvh,
+    };
+    let kernel = load(
         &machine.mem,
         &machine.layout.ram,
         &payload.kernel,
         payload.initramfs.as_deref(),
         &payload.cmdline,
     )?;
-    cpu::write_boot_tables(&machine.mem)?;
+    cpu::write_boot_tables(&machine.mem, kernel.entry)?;
     let mut dsdt = Vec::new();
     if machine.serial.is_some() {
         dsdt.extend(serial::dsdt_aml());

@@ -6,6 +6,12 @@
 pub const GDT_ADDR: u64 = 0x500;
 /// An empty IDT; Linux installs its own.
 pub const IDT_ADDR: u64 = 0x520;
+/// PVH boot: the `hvm_start_info` EBX points at.
+pub const PVH_INFO_ADDR: u64 = 0x6000;
+/// PVH boot: the module list (the initramfs), after the 56-byte start info.
+pub const PVH_MODLIST_ADDR: u64 = 0x6040;
+/// PVH boot: the memory map, after the one module entry, up to the zero page.
+pub const PVH_MEMMAP_ADDR: u64 = 0x6080;
 /// The Linux zero page (`boot_params`).
 pub const ZERO_PAGE_ADDR: u64 = 0x7000;
 /// Boot stack top for the BSP's first instructions.

@@ -39,7 +39,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Boot a Linux guest.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Benchmarks: turn raw results into reports.
     Bench {
         #[command(subcommand)]
@@ -85,7 +85,7 @@ pub fn main() -> ExitCode {
             eprintln!("vfio-vmm: error: give a subcommand (see --help) or --api-socket PATH");
             ExitCode::FAILURE
         }
-        (Some(Command::Run(args)), None) => run::run(args, cli.sysfs_root),
+        (Some(Command::Run(args)), None) => run::run(*args, cli.sysfs_root),
         (Some(Command::Bench { cmd }), None) => vfio_vmm::bench::run(cmd),
         (Some(Command::Host { cmd }), None) => ExitCode::from(host::run(cmd, cli.sysfs_root) as u8),
         (

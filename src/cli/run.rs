@@ -9,8 +9,8 @@ use vfio_vmm::api::{self, backend::MachineBackend, http::Limits};
 use vfio_vmm::builder::{self, BuildError};
 use vfio_vmm::config::payload::DEFAULT_CMDLINE;
 use vfio_vmm::config::{
-    check_cpus, ConfigError, DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, SerialConfig,
-    VmConfig,
+    check_cpus, ConfigError, DeviceConfig, MemoryConfig, NetConfig, PayloadConfig, PitConfig,
+    RngConfig, SerialConfig, VmConfig,
 };
 use vfio_vmm::config::{DiskConfig, VsockConfig};
 use vfio_vmm::vmm::VmmError;
@@ -28,7 +28,7 @@ pub struct RunArgs {
     /// vm.create; with a VM given, boot it at once and serve it.
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
-    /// The guest kernel (bzImage).
+    /// The guest kernel: a bzImage, or an uncompressed ELF vmlinux with a PVH note.
     #[arg(long, required_unless_present_any = ["config", "api_socket"])]
     kernel: Option<PathBuf>,
     /// An initramfs for the guest.
@@ -61,6 +61,12 @@ pub struct RunArgs {
     /// A virtio-vsock device: guest CID N (3 or more); hosts connect to the UNIX socket PATH.
     #[arg(long = "vsock", value_name = "cid=N,socket=PATH[,id=ID]")]
     vsock: Vec<String>,
+    /// A virtio-rng entropy device reading SRC [default SRC: /dev/urandom].
+    #[arg(long, value_name = "src=SRC", num_args = 0..=1, default_missing_value = "")]
+    rng: Option<String>,
+    /// KVM's policy for PIT ticks the guest missed: reinject them (on) or drop them [default: reinject=on].
+    #[arg(long, value_name = "reinject=on|off")]
+    pit: Option<String>,
 }
 
 /// Why `run` did not get to run the guest.
@@ -137,6 +143,11 @@ impl RunArgs {
                 [one] => Some(VsockConfig::parse(one)?),
                 more => return Err(ConfigError::TooManyVsocks(more.len()).into()),
             },
+            rng: self.rng.as_deref().map(RngConfig::parse).transpose()?,
+            pit: self
+                .pit
+                .as_deref()
+                .map_or(Ok(PitConfig::default()), PitConfig::parse)?,
         };
         config.validate()?;
         Ok(config)
@@ -155,6 +166,8 @@ impl RunArgs {
             ("--device", !self.device.is_empty()),
             ("--disk", !self.disk.is_empty()),
             ("--vsock", !self.vsock.is_empty()),
+            ("--rng", self.rng.is_some()),
+            ("--pit", self.pit.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))
@@ -264,7 +277,7 @@ mod tests {
         let mut all = vec!["vfio-vmm", "run"];
         all.extend_from_slice(argv);
         match Cli::try_parse_from(all).unwrap().command {
-            Some(Command::Run(args)) => args,
+            Some(Command::Run(args)) => *args,
             _ => unreachable!("parsed run"),
         }
     }
@@ -299,6 +312,9 @@ mod tests {
             &disk,
             "--vsock",
             "cid=3,socket=/tmp/vfio-vmm-run-same.sock,id=vsock0",
+            "--rng",
+            "--pit",
+            "reinject=off",
         ])
         .into_config()
         .unwrap();
@@ -312,7 +328,9 @@ mod tests {
                           {{"path": "/sys/bus/pci/devices/0000:02:00.0"}}],
               "net": [{{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}}, {{"tap": "tap1"}}],
               "disks": [{{"path": "{img}", "readonly": true, "id": "root", "serial": "SN 7"}}],
-              "vsock": {{"cid": 3, "socket": "/tmp/vfio-vmm-run-same.sock", "id": "vsock0"}}
+              "vsock": {{"cid": 3, "socket": "/tmp/vfio-vmm-run-same.sock", "id": "vsock0"}},
+              "rng": {{"src": "/dev/urandom"}},
+              "pit": {{"reinject": false}}
             }}"#
         );
         assert_eq!(VmConfig::from_json(&json), Ok(from_cli.clone()));
@@ -336,6 +354,43 @@ mod tests {
             err,
             "--vsock is given 2 times: a VM has at most one vsock device"
         );
+    }
+
+    #[test]
+    fn rng_and_pit_options_parse_or_say_what_to_write() {
+        let k = fake_bzimage("rng-pit");
+        let k = k.to_str().unwrap();
+        let c = args(&["--rng", "src=/dev/random", "--kernel", k])
+            .into_config()
+            .unwrap();
+        assert_eq!(c.rng, Some(RngConfig::parse("src=/dev/random").unwrap()));
+        assert_eq!(
+            (
+                c.pit.reinject,
+                args(&["--kernel", k]).into_config().unwrap().rng
+            ),
+            (true, None)
+        );
+        for (argv, want) in [
+            (
+                &["--rng", "src=/nonexistent/rng"][..],
+                "entropy source /nonexistent/rng",
+            ),
+            (
+                &["--rng", "/dev/random"],
+                "--rng \"/dev/random\": expected src=PATH",
+            ),
+            (
+                &["--pit", "reinject=maybe"],
+                "--pit \"reinject=maybe\": expected reinject=on|off",
+            ),
+        ] {
+            let mut all = argv.to_vec();
+            all.extend(["--kernel", k]);
+            let err = args(&all).into_config().unwrap_err().to_string();
+            assert!(err.contains(want), "{argv:?}: {err}");
+        }
+        std::fs::remove_file(k).unwrap();
     }
 
     #[test]

@@ -12,21 +12,30 @@
 //!   "devices": [{"path": "/sys/bus/pci/devices/0000:01:00.0", "id": "nic0"}],
 //!   "net": [{"tap": "tap0", "mac": "02:00:00:00:00:01", "id": "net0"}],
 //!   "disks": [{"path": "/img/root.raw", "readonly": false, "direct": false, "id": "root", "serial": "root"}],
-//!   "vsock": {"cid": 3, "socket": "/run/vm.vsock", "id": "vsock0"}
+//!   "vsock": {"cid": 3, "socket": "/run/vm.vsock", "id": "vsock0"},
+//!   "rng": {"src": "/dev/urandom"},
+//!   "pit": {"reinject": false}
 //! }
 //! ```
 //!
 //! Defaults follow cloud-hypervisor: 1 vCPU, 512 MiB, an empty command line,
 //! serial `Null` (port present, output discarded). Serial modes: `Tty` (stdio),
-//! `File` (with `file`), `Null`, `Off` (no port). `devices[].rombar: false`
-//! (hide the ROM) is a vfio-vmm extension. `disks[].image_type` may be
-//! `Raw`, `Qcow2` or `Unknown`: the format is read from the image itself.
+//! `File` (with `file`), `Null`, `Off` (no port). `payload.kernel` is a
+//! bzImage or a PVH vmlinux. `disks[].image_type` may be `Raw`, `Qcow2` or
+//! `Unknown`: the format is read from the image itself. `rng` adds a
+//! virtio-rng (`src` defaults to `/dev/urandom`); unlike cloud-hypervisor,
+//! which always has one, without `rng` (or with `"rng": null`) the guest has
+//! none.
+//!
+//! vfio-vmm extensions: `devices[].rombar: false` (hide the ROM) and
+//! `pit: {"reinject": bool}` (KVM's PIT tick reinjection, default true, as
+//! `--pit reinject=on|off`).
 //!
 //! Fields cloud-hypervisor defines and vfio-vmm does not implement are
 //! accepted and ignored only with a value that changes nothing (null, their
 //! default, an empty list, `console: {"mode": "Off"}`); any other value is
-//! refused as "not supported yet", since it would change the guest (rng,
-//! balloon, fs, ...). Fields cloud-hypervisor does not define are refused.
+//! refused as "not supported yet", since it would change the guest (balloon,
+//! fs, pmem, ...). Fields cloud-hypervisor does not define are refused.
 
 mod disks;
 
@@ -38,7 +47,7 @@ use serde_json::Value;
 
 use super::device::parse_bdf;
 use super::{check_cpus, check_id, ConfigError, DeviceConfig, MemoryConfig, NetConfig};
-use super::{PayloadConfig, SerialConfig, VmConfig};
+use super::{PayloadConfig, PitConfig, RngConfig, SerialConfig, VmConfig};
 use disks::{disk, disk_json, vsock, vsock_json, DiskJson, VsockJson};
 
 /// Fields of an object that no struct below takes.
@@ -50,7 +59,6 @@ type Ignorable = (&'static str, &'static [&'static str]);
 
 const VM_FIELDS: &[Ignorable] = &[
     ("rate_limit_groups", &["[]"]),
-    ("rng", &[]),
     ("balloon", &[]),
     ("fs", &["[]"]),
     ("generic_vhost_user", &["[]"]),
@@ -99,6 +107,7 @@ const DEVICE_FIELDS: &[Ignorable] = &[
     ("x_nv_gpudirect_clique", &[]),
     ("x_exclude_mmap_bars", &["[]"]),
 ];
+const RNG_FIELDS: &[Ignorable] = &[("iommu", &["false"])];
 const NET_FIELDS: &[Ignorable] = &[
     ("ip", &[]),
     ("mask", &[]),
@@ -135,6 +144,10 @@ struct VmJson {
     disks: Vec<DiskJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     vsock: Option<VsockJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rng: Option<RngJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pit: Option<PitJson>,
     #[serde(flatten)]
     rest: Rest,
 }
@@ -213,6 +226,26 @@ struct NetJson {
     rest: Rest,
 }
 
+#[derive(Serialize, Deserialize)]
+struct RngJson {
+    #[serde(default = "default_rng_src")]
+    src: PathBuf,
+    #[serde(flatten)]
+    rest: Rest,
+}
+
+/// vfio-vmm's own: cloud-hypervisor has no PIT setting.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PitJson {
+    #[serde(default = "yes")]
+    reinject: bool,
+}
+
+fn default_rng_src() -> PathBuf {
+    RngConfig::default().src
+}
+
 fn yes() -> bool {
     true
 }
@@ -256,6 +289,10 @@ impl VmConfig {
                 .map(disk)
                 .collect::<Result<_, _>>()?,
             vsock: vm.vsock.map(vsock).transpose()?,
+            rng: vm.rng.map(rng).transpose()?,
+            pit: PitConfig {
+                reinject: vm.pit.is_none_or(|p| p.reinject),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -286,6 +323,13 @@ impl VmConfig {
             net: self.net.iter().map(net_json).collect(),
             disks: self.disks.iter().map(disk_json).collect(),
             vsock: self.vsock.as_ref().map(vsock_json),
+            rng: self.rng.as_ref().map(|r| RngJson {
+                src: r.src.clone(),
+                rest: Rest::new(),
+            }),
+            pit: (self.pit != PitConfig::default()).then_some(PitJson {
+                reinject: self.pit.reinject,
+            }),
             rest: Rest::new(),
         };
         // Plain structs, maps with string keys and strings: this cannot fail.
@@ -386,6 +430,11 @@ fn net((i, n): (usize, NetJson)) -> Result<NetConfig, ConfigError> {
     })
 }
 
+fn rng(r: RngJson) -> Result<RngConfig, ConfigError> {
+    check_rest("rng", &r.rest, RNG_FIELDS)?;
+    Ok(RngConfig { src: r.src })
+}
+
 fn net_json(n: &NetConfig) -> NetJson {
     NetJson {
         tap: n.tap.clone(),
@@ -461,7 +510,10 @@ mod tests {
         c.serial = SerialConfig::File("/tmp/serial.log".into());
         c.devices[0].rombar = false;
         c.net[0].mac = Some("02:00:00:00:00:09".parse().unwrap());
+        c.pit.reinject = false;
         let text = c.to_json();
+        assert!(text.contains(r#""src": "/dev/urandom""#), "{text}");
+        assert!(text.contains(r#""reinject": false"#), "{text}");
         assert!(text.contains(r#""boot_vcpus": 2"#), "{text}");
         assert!(text.contains(r#""path": "/sys/bus/pci/devices/0000:01:00.0""#));
         assert!(text.contains(r#""size": 268435456"#), "bytes: {text}");
@@ -482,6 +534,11 @@ mod tests {
         assert_eq!(c.serial, SerialConfig::Null);
         assert_eq!(c.payload.cmdline, "");
         assert!(c.devices.is_empty() && c.net.is_empty());
+        assert_eq!((c.rng, c.pit), (None, PitConfig::default()));
+        let c = VmConfig::from_json(&kernel_json(&k, r#", "rng": {"iommu": false}"#)).unwrap();
+        assert_eq!(c.rng, Some(RngConfig::default()), "what Kata sends");
+        let c = VmConfig::from_json(&kernel_json(&k, r#", "pit": {}"#)).unwrap();
+        assert!(c.pit.reinject);
         std::fs::remove_file(k).unwrap();
     }
 
@@ -519,6 +576,10 @@ mod tests {
             (r#", "devices": [{"path": "/sys/bus/pci/devices/0000:01:00.0", "pci_device_id": 3}]"#, "devices[0].pci_device_id is not supported yet"),
             (r#", "memory": {"size": "1G"}"#, "invalid type: string \"1G\", expected u64"),
             (r#", "colour": "blue""#, "unknown field colour"),
+            (r#", "rng": {"src": "/nonexistent/rng"}"#, "entropy source /nonexistent/rng"),
+            (r#", "rng": {"src": "/dev/urandom", "iommu": true}"#, "rng.iommu is not supported yet"),
+            (r#", "pit": {"reinject": "no"}"#, "expected a boolean"),
+            (r#", "pit": {"speaker": true}"#, "unknown field `speaker`"),
         ];
         for (extra, want) in cases {
             let err = VmConfig::from_json(&kernel_json(&k, extra))

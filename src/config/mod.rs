@@ -8,6 +8,9 @@
 //! | --- | --- |
 //! | `mod.rs` | [`VmConfig`], [`ConfigError`], vCPU counts, ids |
 //! | `payload.rs` | kernel (bzImage header), initramfs, command line |
+//! | `vmlinux.rs` | an ELF vmlinux: x86-64, with a PVH entry note |
+//! | `rng.rs` | `--rng [src=PATH]` |
+//! | `pit.rs` | `--pit reinject=on|off` |
 //! | `memory.rs` | `--memory SIZE[,hugepages=on][,mergeable=on]` |
 //! | `serial.rs` | `--serial stdio|null|off|file=PATH` |
 //! | `device.rs` | `--device BDF[,rombar=off][,id=ID]` |
@@ -24,7 +27,10 @@ pub mod json;
 pub mod memory;
 pub mod net;
 pub mod payload;
+pub mod pit;
+pub mod rng;
 pub mod serial;
+pub mod vmlinux;
 pub mod vsock;
 
 use std::path::PathBuf;
@@ -36,7 +42,9 @@ pub use device::DeviceConfig;
 pub use disk::DiskConfig;
 pub use memory::{MemoryConfig, MIN_MEMORY};
 pub use net::{MacAddress, NetConfig};
-pub use payload::PayloadConfig;
+pub use payload::{KernelKind, PayloadConfig};
+pub use pit::PitConfig;
+pub use rng::RngConfig;
 pub use serial::SerialConfig;
 pub use vsock::VsockConfig;
 
@@ -94,12 +102,20 @@ pub enum ConfigError {
     },
     /// The kernel is not of a format we boot.
     #[error(
-        "{path} is not a bzImage kernel ({why}): pass the kernel's bzImage, e.g. /boot/vmlinuz-*"
+        "{path} is not a bzImage kernel ({why}): pass the kernel's bzImage, e.g. /boot/vmlinuz-*, or an uncompressed ELF vmlinux with a PVH note"
     )]
     NotBzImage {
         /// The file.
         path: PathBuf,
         /// What the header check found.
+        why: String,
+    },
+    /// An ELF kernel that is not an x86-64 vmlinux with a PVH entry.
+    #[error("{path} is an ELF file but not a vmlinux vfio-vmm can boot ({why}): pass an x86-64 vmlinux built with CONFIG_PVH=y, or the kernel's bzImage")]
+    BadVmlinux {
+        /// The file.
+        path: PathBuf,
+        /// What the ELF check found.
         why: String,
     },
     /// A command line the kernel cannot take.
@@ -189,6 +205,20 @@ pub enum ConfigError {
         /// What is wrong, and what to do.
         why: String,
     },
+    /// A `--rng` value that does not parse.
+    #[error("--rng {0:?}: expected src=PATH (or nothing for /dev/urandom)")]
+    BadRng(String),
+    /// The entropy source cannot be used.
+    #[error("entropy source {path} (--rng src=, rng.src): {why}: pass a readable character device such as /dev/urandom, or a file")]
+    RngSource {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A `--pit` value that does not parse.
+    #[error("--pit {0:?}: expected reinject=on|off")]
+    BadPit(String),
     /// A device id that is empty, malformed or used twice.
     #[error("device id {0:?}: {1}")]
     BadId(String, &'static str),
@@ -199,7 +229,7 @@ pub enum ConfigError {
     #[error("{0} is not supported yet: remove it from the configuration{1}")]
     Unsupported(String, String),
     /// A field cloud-hypervisor does not define.
-    #[error("unknown field {0}: vfio-vmm reads cloud-hypervisor's VmConfig (payload, cpus, memory, serial, devices, net, disks, vsock)")]
+    #[error("unknown field {0}: vfio-vmm reads cloud-hypervisor's VmConfig (payload, cpus, memory, serial, devices, net, disks, vsock, rng) and its own pit")]
     UnknownField(String),
 }
 
@@ -222,12 +252,16 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// The virtio-vsock device, if any.
     pub vsock: Option<VsockConfig>,
+    /// A virtio-rng entropy device, if any.
+    pub rng: Option<RngConfig>,
+    /// The PIT's tick reinjection policy.
+    pub pit: PitConfig,
 }
 
 impl VmConfig {
     /// Checks everything that needs no resource: counts, sizes, ids and
     /// duplicates first, then the files (serial directory, disk images, vsock
-    /// socket, kernel, initramfs).
+    /// socket, entropy source, kernel, initramfs).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_cpus(u64::from(self.cpus))?;
         self.memory.validate()?;
@@ -242,6 +276,9 @@ impl VmConfig {
         disk::validate_all(&self.disks)?;
         if let Some(vsock) = &self.vsock {
             vsock.validate()?;
+        }
+        if let Some(rng) = &self.rng {
+            rng.validate()?;
         }
         self.payload.validate()
     }
@@ -332,6 +369,8 @@ pub(crate) mod tests {
             net: vec![NetConfig::parse("tap=t0,id=nic0").unwrap()],
             disks: Vec::new(),
             vsock: None,
+            rng: Some(RngConfig::default()),
+            pit: PitConfig::default(),
         }
     }
 

@@ -1,13 +1,16 @@
 //! What the guest boots: the kernel, an initramfs and the command line,
 //! checked before anything is built. Both files must be readable regular
 //! files; the kernel must be a bzImage (x86 boot protocol 2.00 or later:
-//! boot flag 0xAA55 at 0x1FE, "HdrS" at 0x202, loaded high) and the command
-//! line printable ASCII no longer than the kernel's header allows.
+//! boot flag 0xAA55 at 0x1FE, "HdrS" at 0x202, loaded high) or an
+//! uncompressed ELF vmlinux for x86-64 with a PVH entry note (booted by the
+//! PVH protocol, see `vmlinux.rs`), and the command line printable ASCII no
+//! longer than the kernel takes.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
+use super::vmlinux;
 use super::ConfigError;
 
 /// The command line of `vfio-vmm run` when none is given.
@@ -28,7 +31,7 @@ const OLD_CMDLINE_MAX: usize = 255;
 /// Kernel, initramfs and command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PayloadConfig {
-    /// The bzImage.
+    /// The bzImage or PVH vmlinux.
     pub kernel: PathBuf,
     /// An optional initramfs (cpio, possibly compressed).
     pub initramfs: Option<PathBuf>,
@@ -36,15 +39,54 @@ pub struct PayloadConfig {
     pub cmdline: String,
 }
 
+/// How a kernel is booted, by its format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelKind {
+    /// A bzImage, by the 64-bit Linux boot protocol.
+    BzImage,
+    /// An ELF vmlinux with a PVH note, by the PVH boot protocol.
+    PvhElf,
+}
+
 impl PayloadConfig {
     /// Checks the files and the command line against the kernel's header.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let cmdline_max = check_bzimage(&self.kernel)?;
+        let (_, cmdline_max) = kernel_format(&self.kernel)?;
         if let Some(initramfs) = &self.initramfs {
             open_regular("initramfs", initramfs)?;
         }
         check_cmdline(&self.cmdline, cmdline_max)
     }
+
+    /// The kernel's format, read from its header (the builder picks the
+    /// boot protocol by it).
+    pub fn kernel_kind(&self) -> Result<KernelKind, ConfigError> {
+        kernel_format(&self.kernel).map(|(kind, _)| kind)
+    }
+}
+
+/// The kernel's format and the longest command line it takes.
+fn kernel_format(path: &Path) -> Result<(KernelKind, usize), ConfigError> {
+    let mut file = open_regular("kernel", path)?;
+    let mut magic = Vec::with_capacity(4);
+    (&mut file)
+        .take(4)
+        .read_to_end(&mut magic)
+        .map_err(|e| ConfigError::Unreadable {
+            what: "kernel",
+            path: path.into(),
+            why: e.to_string(),
+        })?;
+    if magic == vmlinux::ELF_MAGIC {
+        file.rewind().map_err(|e| ConfigError::Unreadable {
+            what: "kernel",
+            path: path.into(),
+            why: e.to_string(),
+        })?;
+        vmlinux::check(path, &mut file)?;
+        return Ok((KernelKind::PvhElf, vmlinux::CMDLINE_MAX));
+    }
+    Ok((KernelKind::BzImage, check_bzimage(path)?))
 }
 
 /// Opens `path` for reading, refusing what is not a regular file.
@@ -119,6 +161,7 @@ fn check_cmdline(cmdline: &str, max: usize) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::fake_bzimage;
+    use super::super::vmlinux::tests::elf;
     use super::*;
 
     fn payload(kernel: &Path) -> PayloadConfig {
@@ -168,6 +211,23 @@ mod tests {
         );
         std::fs::remove_file(k).unwrap();
         std::fs::remove_file(zeros).unwrap();
+    }
+
+    #[test]
+    fn an_elf_kernel_is_told_apart_from_a_bzimage() {
+        let k = fake_bzimage("kind");
+        assert_eq!(payload(&k).kernel_kind(), Ok(KernelKind::BzImage));
+        let pvh: (&[u8], u32, &[u8]) = (b"Xen\0", 18, &[0, 0, 0x10, 0]);
+        std::fs::write(&k, elf(62, &[pvh], &[0xf4])).unwrap();
+        assert_eq!(payload(&k).kernel_kind(), Ok(KernelKind::PvhElf));
+        let mut p = payload(&k);
+        assert_eq!(p.validate(), Ok(()));
+        p.cmdline = "x".repeat(vmlinux::CMDLINE_MAX);
+        assert!(matches!(p.validate(), Err(ConfigError::BadCmdline(_))));
+        std::fs::write(&k, elf(62, &[], &[0xf4])).unwrap();
+        let err = payload(&k).validate().unwrap_err().to_string();
+        assert!(err.contains("is an ELF file but not a vmlinux"), "{err}");
+        std::fs::remove_file(k).unwrap();
     }
 
     #[test]

@@ -82,8 +82,8 @@ impl Vcpu {
         cpu::setup_lapic(&self.fd).map_err(|e| VcpuError::Cpu(self.id, e))
     }
 
-    /// Puts this (boot) vCPU at the 64-bit kernel entry.
-    pub fn set_boot_entry(&self, entry: u64) -> Result<(), VcpuError> {
+    /// Puts this (boot) vCPU at the kernel's entry, in the mode it asks for.
+    pub fn set_boot_entry(&self, entry: cpu::BootEntry) -> Result<(), VcpuError> {
         cpu::setup_boot_vcpu(&self.fd, entry).map_err(|e| VcpuError::Cpu(self.id, e))
     }
 

@@ -1,15 +1,18 @@
 //! The KVM VM: opening /dev/kvm with a clear error, registering guest RAM as
-//! memory slots, and creating the in-kernel IOAPIC, PIC, LAPICs and PIT.
+//! memory slots, and creating the in-kernel IOAPIC, PIC, LAPICs and PIT (with
+//! its tick reinjection policy).
 
 use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
-    KVM_PIT_SPEAKER_DUMMY,
+    kvm_pit_config, kvm_reinject_control, kvm_userspace_memory_region, CpuId, KVMIO,
+    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use std::sync::Arc;
 
 use kvm_ioctls::{Kvm, VmFd};
 use nix::errno::Errno;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::ioctl::ioctl_with_ref;
+use vmm_sys_util::ioctl_io_nr;
 
 use crate::layout;
 use crate::memory::GuestMemory;
@@ -45,6 +48,10 @@ pub enum VmError {
         max: usize,
     },
 }
+
+// kvm-ioctls 0.25 has no wrapper for it. `_IO`, though it takes a pointer:
+// that is how <linux/kvm.h> defines it.
+ioctl_io_nr!(KVM_REINJECT_CONTROL, KVMIO, 0x71);
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |err| VmError::Kvm { what, err }
@@ -130,5 +137,24 @@ impl Vm {
             ..Default::default()
         };
         self.fd.create_pit2(pit).map_err(kvm_err("create the PIT"))
+    }
+
+    /// Tells KVM whether to reinject PIT ticks the guest missed (KVM's
+    /// default) or drop them. Needs the PIT.
+    pub fn set_pit_reinject(&self, reinject: bool) -> Result<(), VmError> {
+        let control = kvm_reinject_control {
+            pit_reinject: u8::from(reinject),
+            ..Default::default()
+        };
+        // SAFETY: the fd is our open VM; KVM_REINJECT_CONTROL reads one
+        // kvm_reinject_control, which `control` is, alive for the call.
+        let ret = unsafe { ioctl_with_ref(self.fd.as_ref(), KVM_REINJECT_CONTROL(), &control) };
+        if ret < 0 {
+            return Err(VmError::Kvm {
+                what: "set the PIT's tick reinjection (KVM_REINJECT_CONTROL)",
+                err: kvm_ioctls::Error::last(),
+            });
+        }
+        Ok(())
     }
 }

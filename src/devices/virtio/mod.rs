@@ -1,6 +1,6 @@
 //! Emulated virtio 1.x devices on PCI: the seam between the modern PCI
-//! transport and a device model, and the one device model we have, virtio-net
-//! on a tap.
+//! transport and a device model, and the device models: virtio-net on a tap,
+//! virtio-rng.
 //!
 //! | file | owns |
 //! | --- | --- |
@@ -12,6 +12,7 @@
 //! | `net.rs` | [`Net`]: features, config space, starting the worker |
 //! | `tap.rs` | [`Tap`]: opening or creating a tap with a virtio-net header, offloads |
 //! | `worker.rs` | the per-device thread moving frames between the queues and the tap |
+//! | `rng.rs` | [`Rng`]: virtio-rng, its queue served from the host's entropy source on its own thread |
 //! | `vsock/` | [`vsock::Vsock`]: virtio-vsock with the hybrid UNIX-socket backend (`CONNECT <port>`, `PATH_P`) |
 //! | `tests.rs`, `net_tests.rs` | transport tests with fakes; virtio-net end to end on a real tap |
 //!
@@ -31,12 +32,15 @@ pub mod interrupt;
 pub mod net;
 pub mod pci_transport;
 pub mod queue;
+pub mod rng;
 pub mod tap;
 pub mod vsock;
 pub mod worker;
 
 #[cfg(test)]
 mod net_tests;
+#[cfg(test)]
+mod rng_tests;
 #[cfg(test)]
 mod tests;
 
@@ -46,13 +50,14 @@ use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::NetConfig;
+use crate::config::{NetConfig, RngConfig};
 use crate::memory::GuestMemory;
 
 pub use blk::{BlkError, Block, DiskOptions};
 pub use interrupt::VirtioInterrupts;
 pub use net::{Net, NetError};
 pub use pci_transport::{TransportError, VirtioPciDevice};
+pub use rng::{Rng, RngError};
 pub use tap::{Tap, TapError};
 
 /// Virtio device status: the driver found the device.
@@ -190,4 +195,17 @@ pub fn new_vsock_pci(
     let vsock = vsock::Vsock::new(cid, socket)?;
     VirtioPciDevice::new(Box::new(vsock), address, mem, interrupts.as_ref(), ioevents)
         .map_err(vsock::VsockError::Transport)
+}
+
+/// Builds the PCI virtio-rng device for `config` at `address`, its source open.
+pub fn new_rng_pci(
+    config: &RngConfig,
+    address: pci::PciAddress,
+    mem: GuestMemory,
+    interrupts: Arc<dyn pci::InterruptManager>,
+    ioevents: Arc<dyn IoEventRegistry>,
+) -> Result<VirtioPciDevice, RngError> {
+    let rng = Rng::new(config)?;
+    VirtioPciDevice::new(Box::new(rng), address, mem, interrupts.as_ref(), ioevents)
+        .map_err(RngError::Transport)
 }
