@@ -11,6 +11,7 @@
 //! | `blk/` | [`Block`] (virtio-blk): [`DiskOptions`], disk images (raw, block devices, qcow2), OFD locks, requests, its worker |
 //! | `net.rs` | [`Net`]: features, config space, starting the worker |
 //! | `tap.rs` | [`Tap`]: opening or creating a tap with a virtio-net header, offloads |
+//! | `thread.rs` | what every device worker thread shares: start, stop and join ([`thread::WorkerHandle`]), taking chains off a queue |
 //! | `worker.rs` | the per-device thread moving frames between the queues and the tap |
 //! | `rng.rs` | [`Rng`]: virtio-rng, its queue served from the host's entropy source on its own thread |
 //! | `vsock/` | [`vsock::Vsock`]: virtio-vsock with the hybrid UNIX-socket backend (`CONNECT <port>`, `PATH_P`) |
@@ -34,6 +35,7 @@ pub mod pci_transport;
 pub mod queue;
 pub mod rng;
 pub mod tap;
+pub mod thread;
 pub mod vsock;
 pub mod worker;
 

@@ -16,7 +16,8 @@ use virtio_bindings::virtio_net::{
 use virtio_queue::QueueT;
 
 use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
-use super::worker::{NetWorker, WorkerHandle};
+use super::thread::WorkerHandle;
+use super::worker::{NetWorker, WorkerError};
 use super::{ActivateContext, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1};
 use crate::config::{MacAddress, NetConfig};
 
@@ -177,8 +178,9 @@ impl VirtioDevice for Net {
         self.tap.set_offload(offloads).map_err(|e| e.to_string())?;
         let tap = self.tap.try_clone().map_err(|e| e.to_string())?;
         let worker = NetWorker::new(ctx, tap).map_err(|e| e.to_string())?;
-        let handle = WorkerHandle::spawn(format!("virtio-net-{}", self.tap.name()), worker)
-            .map_err(|e| e.to_string())?;
+        let name = format!("virtio-net-{}", self.tap.name());
+        let handle = WorkerHandle::spawn("virtio-net", name, move |stop| worker.run(stop))
+            .map_err(|e| WorkerError::Os(e).to_string())?;
         self.worker = Some(handle);
         Ok(())
     }

@@ -16,19 +16,19 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use log::{debug, warn};
 use thiserror::Error;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::interrupt::VirtioInterrupts;
 use super::pci_transport::TransportError;
 use super::queue::Segments;
 use super::{ActivateContext, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1};
 use crate::config::RngConfig;
+use crate::devices::virtio::thread::{next_chain, WorkerHandle};
 use crate::memory::GuestMemory;
 
 /// Virtio device type of an entropy source.
@@ -116,7 +116,8 @@ impl Rng {
             buf: vec![0; MAX_REQUEST],
             broken: false,
         };
-        WorkerHandle::spawn(worker)
+        let run = move |stop| worker.run(stop);
+        Ok(WorkerHandle::spawn("virtio-rng", "virtio-rng".into(), run)?)
     }
 }
 
@@ -192,7 +193,7 @@ struct RngWorker {
 
 impl RngWorker {
     /// The thread body: runs until `stop` is signalled.
-    fn run(mut self, stop: EventFd) {
+    pub(crate) fn run(mut self, stop: EventFd) {
         let epoll = match self.epoll(&stop) {
             Ok(epoll) => epoll,
             Err(e) => {
@@ -311,62 +312,4 @@ fn read_some(source: &mut File, buf: &mut [u8]) -> usize {
         }
     }
     got
-}
-
-/// The next chain the guest made available in `queue`; `None` once there is
-/// none and notifications are re-armed (looking again for chains that arrived
-/// meanwhile). The same walk as virtio-net's worker.
-fn next_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemory,
-) -> Result<Option<DescriptorChain<&'m GuestMemory>>, virtio_queue::Error> {
-    loop {
-        if let Some(chain) = queue.iter(mem)?.next() {
-            return Ok(Some(chain));
-        }
-        if !queue.enable_notification(mem)? {
-            return Ok(None);
-        }
-    }
-}
-
-/// A running worker thread.
-struct WorkerHandle {
-    /// Signalled to stop the thread.
-    stop: EventFd,
-    /// The thread, until joined.
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WorkerHandle {
-    fn spawn(worker: RngWorker) -> Result<Self, RngError> {
-        let stop = EventFd::new(EFD_NONBLOCK)?;
-        let thread_stop = stop.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name("virtio-rng".into())
-            .spawn(move || worker.run(thread_stop))?;
-        Ok(WorkerHandle {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the thread and waits for it.
-    fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            if let Err(e) = self.stop.write(1) {
-                warn!("virtio-rng: cannot signal the worker to stop: {e}");
-                return;
-            }
-            if thread.join().is_err() {
-                warn!("virtio-rng: the worker thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

@@ -12,18 +12,18 @@
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use log::{debug, warn};
 use thiserror::Error;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::interrupt::VirtioInterrupts;
 use super::queue::{ChainError, Segments};
 use super::tap::{Tap, VNET_HDR_LEN};
 use super::ActivateContext;
+use crate::devices::virtio::thread::next_chain;
 use crate::memory::GuestMemory;
 
 /// Index of the receive queue.
@@ -179,7 +179,7 @@ impl NetWorker {
     }
 
     /// The thread body: runs until `stop` is signalled.
-    fn run(mut self, stop: EventFd) {
+    pub(crate) fn run(mut self, stop: EventFd) {
         let epoll = match self.epoll(&stop) {
             Ok(epoll) => epoll,
             Err(e) => {
@@ -358,64 +358,5 @@ impl NetWorker {
                 .map_err(ring)?;
             used = true;
         }
-    }
-}
-
-/// The next chain the guest made available in `queue`; `None` once there is
-/// none and notifications are re-armed (looking again for chains that arrived
-/// meanwhile). An available index further ahead than the ring size is an error.
-fn next_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemory,
-) -> Result<Option<DescriptorChain<&'m GuestMemory>>, virtio_queue::Error> {
-    loop {
-        if let Some(chain) = queue.iter(mem)?.next() {
-            return Ok(Some(chain));
-        }
-        if !queue.enable_notification(mem)? {
-            return Ok(None);
-        }
-    }
-}
-
-/// A running worker thread.
-pub struct WorkerHandle {
-    /// Signalled to stop the thread.
-    stop: EventFd,
-    /// The thread, until joined.
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WorkerHandle {
-    /// Starts `worker` on a thread called `name`.
-    pub fn spawn(name: String, worker: NetWorker) -> Result<Self, WorkerError> {
-        let stop = EventFd::new(EFD_NONBLOCK)?;
-        let thread_stop = stop.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || worker.run(thread_stop))?;
-        Ok(WorkerHandle {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the thread and waits for it (it drops its tap duplicate and queues).
-    pub fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            if let Err(e) = self.stop.write(1) {
-                warn!("virtio-net: cannot signal the worker to stop: {e}");
-                return;
-            }
-            if thread.join().is_err() {
-                warn!("virtio-net: the worker thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

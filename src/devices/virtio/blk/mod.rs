@@ -51,9 +51,10 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_queue::QueueT;
 
+use super::thread::WorkerHandle;
 pub use image::{DiskImage, Format, ImageError, DIRECT_ALIGN, SECTOR_SIZE};
 use request::{Handler, ID_LEN, MAX_ZERO_SECTORS, MAX_ZERO_SEGMENTS, SEG_MAX};
-use worker::{BlkWorker, WorkerHandle};
+use worker::{BlkWorker, WorkerError};
 
 use super::{ActivateContext, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1};
 
@@ -303,7 +304,8 @@ impl VirtioDevice for Block {
         let worker = BlkWorker::new(ctx, self.handler.clone()).map_err(|e| e.to_string())?;
         // The id comes from the user: no NUL in a thread name.
         let name = format!("virtio-blk-{}", self.id.replace('\0', ""));
-        let handle = WorkerHandle::spawn(name, worker).map_err(|e| e.to_string())?;
+        let handle = WorkerHandle::spawn("virtio-blk", name, move |stop| worker.run(stop))
+            .map_err(|e| WorkerError::Os(e).to_string())?;
         self.worker = Some(handle);
         Ok(())
     }

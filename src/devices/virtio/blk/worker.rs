@@ -17,16 +17,16 @@
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
-use log::{debug, warn};
+use log::debug;
 use thiserror::Error;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::request::Handler;
 use crate::devices::virtio::interrupt::VirtioInterrupts;
+use crate::devices::virtio::thread::next_chain;
 use crate::devices::virtio::ActivateContext;
 use crate::memory::GuestMemory;
 
@@ -101,7 +101,7 @@ impl BlkWorker {
     }
 
     /// The thread body: runs until `stop` is signalled.
-    fn run(mut self, stop: EventFd) {
+    pub(crate) fn run(mut self, stop: EventFd) {
         let epoll = match self.epoll(&stop) {
             Ok(epoll) => epoll,
             Err(e) => {
@@ -190,64 +190,5 @@ impl BlkWorker {
             used = true;
         }
         Ok(used)
-    }
-}
-
-/// The next chain the guest made available in `queue`; `None` once there is
-/// none and notifications are re-armed (looking again for chains that arrived
-/// meanwhile).
-fn next_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemory,
-) -> Result<Option<DescriptorChain<&'m GuestMemory>>, virtio_queue::Error> {
-    loop {
-        if let Some(chain) = queue.iter(mem)?.next() {
-            return Ok(Some(chain));
-        }
-        if !queue.enable_notification(mem)? {
-            return Ok(None);
-        }
-    }
-}
-
-/// A running worker thread.
-pub struct WorkerHandle {
-    /// Signalled to stop the thread.
-    stop: EventFd,
-    /// The thread, until joined.
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WorkerHandle {
-    /// Starts `worker` on a thread called `name`.
-    pub fn spawn(name: String, worker: BlkWorker) -> Result<Self, WorkerError> {
-        let stop = EventFd::new(EFD_NONBLOCK)?;
-        let thread_stop = stop.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || worker.run(thread_stop))?;
-        Ok(WorkerHandle {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the thread and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            if let Err(e) = self.stop.write(1) {
-                warn!("virtio-blk: cannot signal the worker to stop: {e}");
-                return;
-            }
-            if thread.join().is_err() {
-                warn!("virtio-blk: the worker thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

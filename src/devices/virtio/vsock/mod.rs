@@ -31,10 +31,11 @@ use thiserror::Error;
 use virtio_queue::QueueT;
 
 use super::pci_transport::TransportError;
+use super::thread::WorkerHandle;
 use super::{ActivateContext, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1};
 use muxer::Muxer;
 use unix::UnixError;
-use worker::{VsockWorker, WorkerHandle};
+use worker::{VsockWorker, WorkerError};
 
 /// Virtio device type of a socket device.
 pub const VSOCK_DEVICE_TYPE: u16 = 19;
@@ -132,7 +133,9 @@ impl Vsock {
         let muxer = Muxer::new(self.cid, self.path.clone(), listener)?;
         let worker = VsockWorker::new(ctx, muxer)?;
         let name = format!("virtio-vsock-{}", self.cid);
-        self.worker = Some(WorkerHandle::spawn(name, worker)?);
+        let run = move |stop| worker.run(stop);
+        let handle = WorkerHandle::spawn("virtio-vsock", name, run).map_err(WorkerError::Os)?;
+        self.worker = Some(handle);
         Ok(())
     }
 }

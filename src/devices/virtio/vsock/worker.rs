@@ -20,7 +20,6 @@
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use log::{debug, warn};
@@ -29,11 +28,12 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 use vm_memory::Bytes;
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::connection::{Header, HEADER_SIZE};
 use super::muxer::Muxer;
 use crate::devices::virtio::interrupt::VirtioInterrupts;
+use crate::devices::virtio::thread::next_chain;
 use crate::devices::virtio::ActivateContext;
 use crate::memory::GuestMemory;
 
@@ -130,7 +130,7 @@ impl VsockWorker {
     }
 
     /// The thread body: runs until `stop` is signalled.
-    fn run(mut self, stop: EventFd) {
+    pub(crate) fn run(mut self, stop: EventFd) {
         let event = EpollEvent::new(EventSet::IN, TOKEN_STOP);
         let epoll = self.muxer.epoll();
         if let Err(e) = epoll.ctl(ControlOperation::Add, stop.as_raw_fd(), event) {
@@ -366,64 +366,4 @@ fn write_packet<B: vm_memory::bitmap::BitmapSlice>(
         .set_fwd_cnt(hdr.fwd_cnt);
     // PKT_HEADER_SIZE + at most MAX_PAYLOAD: fits u32.
     PKT_HEADER_SIZE as u32 + len
-}
-
-/// The next chain the guest made available in `queue`; `None` once there is
-/// none and notifications are re-armed (looking again for chains that
-/// arrived meanwhile).
-fn next_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemory,
-) -> Result<Option<DescriptorChain<&'m GuestMemory>>, virtio_queue::Error> {
-    loop {
-        if let Some(chain) = queue.iter(mem)?.next() {
-            return Ok(Some(chain));
-        }
-        if !queue.enable_notification(mem)? {
-            return Ok(None);
-        }
-    }
-}
-
-/// A running worker thread.
-pub struct WorkerHandle {
-    /// Signalled to stop the thread.
-    stop: EventFd,
-    /// The thread, until joined.
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WorkerHandle {
-    /// Starts `worker` on a thread called `name`.
-    pub fn spawn(name: String, worker: VsockWorker) -> Result<Self, WorkerError> {
-        let stop = EventFd::new(EFD_NONBLOCK)?;
-        let thread_stop = stop.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || worker.run(thread_stop))?;
-        Ok(WorkerHandle {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the thread and waits for it (it drops its connections: every
-    /// host stream is closed).
-    pub fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            if let Err(e) = self.stop.write(1) {
-                warn!("virtio-vsock: cannot signal the worker to stop: {e}");
-                return;
-            }
-            if thread.join().is_err() {
-                warn!("virtio-vsock: the worker thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
