@@ -303,6 +303,20 @@ impl VmConfig {
     }
 }
 
+/// Checks that the directory a file is to be created in exists (the current
+/// directory for a bare name); the error says what is wrong with it.
+pub(crate) fn check_parent_dir(path: &std::path::Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{} is not a directory", dir.display())),
+        Err(e) => Err(format!("directory {}: {e}", dir.display())),
+    }
+}
+
 /// Checks a vCPU count and narrows it.
 pub fn check_cpus(n: u64) -> Result<u8, ConfigError> {
     u8::try_from(n)

@@ -1,7 +1,7 @@
 //! Where the guest's serial console (COM1) goes: `--serial stdio|null|off|file=PATH`
 //! (cloud-hypervisor's modes Tty, Null, Off and File).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::ConfigError;
 
@@ -42,15 +42,7 @@ impl SerialConfig {
         if path.is_dir() {
             return Err(why("is a directory".into()));
         }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(why(format!("{} is not a directory", dir.display()))),
-            Err(e) => Err(why(format!("directory {}: {e}", dir.display()))),
-        }
+        super::check_parent_dir(path).map_err(why)
     }
 }
 

@@ -5,7 +5,7 @@
 //! builder runs before /dev/kvm is opened.
 
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{check_id, ConfigError};
 
@@ -89,18 +89,8 @@ impl VsockConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(why(e.to_string())),
         }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(why(format!("{} is not a directory", dir.display()))),
-            Err(e) => Err(why(format!(
-                "directory {}: {e}; create the directory or choose another path",
-                dir.display()
-            ))),
-        }
+        super::check_parent_dir(path)
+            .map_err(|e| why(format!("{e}; create the directory or choose another path")))
     }
 }
 
