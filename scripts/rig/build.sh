@@ -27,7 +27,7 @@ apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -q "$@"; }
 # --- 1. host packages --------------------------------------------------------
 install_packages() {
     local p missing=()
-    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev iperf3; do
+    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev iperf3 xz-utils binutils; do
         [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] ||
             missing+=("$p")
     done
@@ -97,9 +97,26 @@ base_cpio() { # base_cpio OUT KTREE KV MODULE...: busybox + modules
     mkcpio "$st" "$out"; rm -rf "$st"
 }
 
-kernel_parts() { # kernel_parts DEB KEY: L1 and L2 vmlinuz and base cpios
-    local deb=$1 key=$2 kt=$RIG_DIR/ktree kv
-    [ -e "$RIG_DIR/l2/base.cpio" ] && up_to_date "$RIG_DIR/l1/base.cpio" "$key" && return
+# extract_vmlinux BZIMAGE OUT: the uncompressed ELF vmlinux inside a bzImage, found
+# as the kernel's scripts/extract-vmlinux finds it: try each compressed payload
+# magic (xz, zstd, gzip) where it occurs and keep the first output that is ELF.
+extract_vmlinux() {
+    local img=$1 out=$2 magic tool off
+    for magic in '\xfd7zXZ\x00:xz -dc' '\x28\xb5\x2f\xfd:zstd -dc' '\x1f\x8b\x08:gzip -dc'; do
+        tool=${magic#*:}
+        while read -r off; do
+            tail -c+$((off + 1)) "$img" | $tool > "$out" 2> /dev/null || true
+            [ "$(head -c4 "$out" | od -An -c | tr -d ' ')" = '177ELF' ] && return 0
+        done < <(LC_ALL=C grep -obUaP "${magic%%:*}" "$img" | cut -d: -f1)
+    done
+    rm -f "$out"
+    return 1
+}
+
+kernel_parts() { # kernel_parts DEB KEY: L1 and L2 vmlinuz and base cpios, L2's vmlinux
+    local deb=$1 key=$2 kt=$RIG_DIR/ktree kv st=$RIG_DIR/stage
+    [ -e "$RIG_DIR/l2/base.cpio" ] && [ -e "$RIG_DIR/l2/vmlinux.cpio" ] &&
+        up_to_date "$RIG_DIR/l1/base.cpio" "$key" && return
     rm -rf "$kt" "$RIG_DIR/l1/base.cpio.key"
     say "extracting $(basename "$deb")"
     dpkg-deb -x "$deb" "$kt"
@@ -109,6 +126,12 @@ kernel_parts() { # kernel_parts DEB KEY: L1 and L2 vmlinuz and base cpios
     cp "$kt/boot/vmlinuz-$kv" "$RIG_DIR/l2/vmlinuz"
     base_cpio "$RIG_DIR/l1/base.cpio" "$kt" "$kv" "${L1_MODULES[@]}"
     base_cpio "$RIG_DIR/l2/base.cpio" "$kt" "$kv" "${L2_MODULES[@]}"
+    # scenario pvh: L2's kernel as an ELF vmlinux (PVH note), at /rig/l2/vmlinux in L1
+    say "extracting the vmlinux from vmlinuz-$kv"
+    rm -rf "$st"; mkdir -p "$st/rig/l2"
+    extract_vmlinux "$kt/boot/vmlinuz-$kv" "$st/rig/l2/vmlinux" || die "no ELF vmlinux found in vmlinuz-$kv"
+    readelf -n "$st/rig/l2/vmlinux" | grep -q Xen || die "the vmlinux has no Xen (PVH) ELF note"
+    mkcpio "$st" "$RIG_DIR/l2/vmlinux.cpio"; rm -rf "$st"
     rm -rf "$kt"
     echo "$key" > "$RIG_DIR/l1/base.cpio.key"
 }
