@@ -41,11 +41,12 @@ boot_group() {
         for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT RIG_VMM_LOG; do echo "$v=$(q "${!v:-}")"; done
         echo "RIG_SCENARIOS=$(q "$*")"
     } > "$st/l1/rig/env"
-    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio") qemu=0 iperf=0 vmlinux=0
+    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio") qemu=0 iperf=0 vmlinux=0 disk=0
     for s in "$@"; do
         ! needs "$s" qemu || qemu=1
         ! needs "$s" iperf || iperf=1
         ! needs "$s" vmlinux || vmlinux=1
+        ! needs "$s" disk || disk=1
     done
     case ${RIG_L1_QEMU:-auto} in # QEMU adds 50M and ~6 s to every L1 boot
         1) parts+=("$RIG_DIR/l1/qemu.cpio") ;;
@@ -53,6 +54,7 @@ boot_group() {
     esac
     [ $iperf = 0 ] || parts+=("$RIG_DIR/l1/iperf.cpio")
     [ $vmlinux = 0 ] || parts+=("$RIG_DIR/l2/vmlinux.cpio") # /rig/l2/vmlinux, 65M
+    [ $disk = 0 ] || parts+=("$RIG_DIR/l1/disk.cpio")       # /rig/disk.img, 16M
     (cd "$st/l1" && find . | cpio -o -H newc -R 0:0 --quiet) |
         cat "${parts[@]}" - > "$st/initrd.cpio"
     rm -rf "$st/l1" "$st/l2" "$st"/l2-*

@@ -27,7 +27,7 @@ apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -q "$@"; }
 # --- 1. host packages --------------------------------------------------------
 install_packages() {
     local p missing=()
-    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev iperf3 xz-utils binutils; do
+    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev iperf3 xz-utils binutils e2fsprogs; do
         [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] ||
             missing+=("$p")
     done
@@ -165,6 +165,18 @@ iperf_cpio() { # iperf_cpio OUT KEY: Debian's iperf3 + its shared libraries (L1 
     echo "$key" > "$out.key"
 }
 
+disk_cpio() { # disk_cpio OUT KEY: /rig/disk.img, an ext4 image of busybox and disk-init as /sbin/init (scenario disk)
+    local out=$1 key=$2 st="$RIG_DIR/stage"
+    up_to_date "$out" "$key" && return
+    say "building $out"
+    rm -rf "$st"; mkdir -p "$st/root/sbin" "$st/img/rig"
+    install -m 755 "$HERE/disk-init" "$st/root/sbin/init"
+    add_busybox "$st/root"
+    mke2fs -q -F -t ext4 -L rigdisk -d "$st/root" "$st/img/rig/disk.img" 16M || die "mke2fs failed"
+    mkcpio "$st/img" "$out"; rm -rf "$st"
+    echo "$key" > "$out.key"
+}
+
 guest_tools() { # guest_tools OUT: scripts/rig/guest/*.c, static, in /usr/bin of L2
     local out=$1 key st="$RIG_DIR/stage" c
     key=$(cat "$HERE"/guest/*.c "$HERE/build.sh" | sha256sum | cut -c1-16)
@@ -212,6 +224,7 @@ main() {
     qemu_cpio "$RIG_DIR/l1/qemu.cpio" "$(dpkg-query -W -f='${Version}' qemu-system-x86) $self"
     guest_tools "$RIG_DIR/l2/tools.cpio"
     iperf_cpio "$RIG_DIR/l1/iperf.cpio" "$(dpkg-query -W -f='${Version}' iperf3) $self"
+    disk_cpio "$RIG_DIR/l1/disk.cpio" "$bb $self $(sha256sum "$HERE/disk-init" | cut -c1-16)"
 
     bin=$(vmm_binary)
     if ! cmp -s "$bin" "$RIG_DIR/l1/vfio-vmm" || [ ! -e "$RIG_DIR/l1/vmm.cpio" ]; then
