@@ -27,7 +27,7 @@ apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -q "$@"; }
 # --- 1. host packages --------------------------------------------------------
 install_packages() {
     local p missing=()
-    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev iperf3 xz-utils binutils e2fsprogs; do
+    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev iperf3 socat xz-utils binutils e2fsprogs; do
         [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] ||
             missing+=("$p")
     done
@@ -151,13 +151,13 @@ qemu_cpio() { # qemu_cpio OUT KEY: qemu-system-x86_64 + shared libs + firmware
     echo "$key" > "$out.key"
 }
 
-iperf_cpio() { # iperf_cpio OUT KEY: Debian's iperf3 + its shared libraries (L1 and L2, bench-net)
+tool_cpio() { # tool_cpio OUT KEY BINARY: a Debian binary + its shared libraries (iperf3, socat; L1 and L2)
     local out=$1 key=$2 st="$RIG_DIR/stage" b l
     up_to_date "$out" "$key" && return
     say "building $out"
-    b=$(command -v iperf3) || die "iperf3 is not installed (apt-get install iperf3)"
+    b=$(command -v "$3") || die "$3 is not installed"
     rm -rf "$st"; mkdir -p "$st/usr/bin"
-    cp -L "$b" "$st/usr/bin/iperf3"
+    cp -L "$b" "$st/usr/bin/$3"
     for l in $(ldd "$b" | awk '/=> \// {print $3} /^\t\/.*ld-linux/ {print $1}'); do
         mkdir -p "$st/$(dirname "$l")"; cp -L "$l" "$st/$l"
     done
@@ -223,7 +223,8 @@ main() {
     kernel_parts "$deb" "$(basename "$deb") $bb $self"
     qemu_cpio "$RIG_DIR/l1/qemu.cpio" "$(dpkg-query -W -f='${Version}' qemu-system-x86) $self"
     guest_tools "$RIG_DIR/l2/tools.cpio"
-    iperf_cpio "$RIG_DIR/l1/iperf.cpio" "$(dpkg-query -W -f='${Version}' iperf3) $self"
+    tool_cpio "$RIG_DIR/l1/iperf.cpio" "$(dpkg-query -W -f='${Version}' iperf3) $self" iperf3
+    tool_cpio "$RIG_DIR/l1/socat.cpio" "$(dpkg-query -W -f='${Version}' socat) $self" socat
     disk_cpio "$RIG_DIR/l1/disk.cpio" "$bb $self $(sha256sum "$HERE/disk-init" | cut -c1-16)"
 
     bin=$(vmm_binary)
