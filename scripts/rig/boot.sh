@@ -42,7 +42,7 @@ boot_group() {
         for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT RIG_VMM_LOG; do echo "$v=$(q "${!v:-}")"; done
         echo "RIG_SCENARIOS=$(q "$*")"
     } > "$st/l1/rig/env"
-    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio") qemu=0 iperf=0 socat=0 vmlinux=0 disk=0
+    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio" "$RIG_DIR/l2/tools.cpio") qemu=0 iperf=0 socat=0 vmlinux=0 disk=0
     for s in "$@"; do
         ! needs "$s" qemu || qemu=1
         ! needs "$s" iperf || iperf=1

@@ -177,7 +177,7 @@ disk_cpio() { # disk_cpio OUT KEY: /rig/disk.img, an ext4 image of busybox and d
     echo "$key" > "$out.key"
 }
 
-guest_tools() { # guest_tools OUT: scripts/rig/guest/*.c, static, in /usr/bin of L2
+guest_tools() { # guest_tools OUT: scripts/rig/guest/*.c, static, in /usr/bin of L2 (and of L1: tapfd)
     local out=$1 key st="$RIG_DIR/stage" c
     key=$(cat "$HERE"/guest/*.c "$HERE/build.sh" | sha256sum | cut -c1-16)
     up_to_date "$out" "$key" && return

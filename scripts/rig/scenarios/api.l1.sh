@@ -3,7 +3,8 @@
 # HTTP/1.1 (socat on the UNIX socket), once with `vfio-vmm remote`. Start
 # `vfio-vmm --api-socket`, ping until it answers, vm.create (payload, the edu
 # in devices[], a read-only disk, vsock, rng), vm.info says Created,
-# vm.add-net (tap=NAME: busybox sh cannot pass a tap descriptor), vm.boot,
+# vm.add-net (raw HTTP: tap=NAME; remote: fd=3, a tap descriptor that tapfd
+# opens, passed with SCM_RIGHTS), vm.boot,
 # vm.info says Running; L2 (api.l2.sh) drives the edu and serves vsock port
 # 1024, which L1 reaches; vmm.shutdown, exit 0. The second run takes the same
 # edu right after the first.
@@ -37,8 +38,11 @@ http() { # http METHOD ENDPOINT [BODY-FILE]: raw HTTP/1.1; the answer in $RIG_TM
     rig_say "$mode: $1 $2: $(head -n1 "$RIG_TMP/answer" | tr -d '\r') $(tail -n1 "$RIG_TMP/answer" | cut -c1-160)"
     case $code in 2??) ;; *) return 1 ;; esac
 }
-remote() { # remote COMMAND...: vfio-vmm remote; the answer in $RIG_TMP/answer
-    vfio-vmm remote --api-socket "$S" "$@" > "$RIG_TMP/answer" 2>&1
+remote() { # remote [tapfd NAME FD] COMMAND...: vfio-vmm remote; the answer in $RIG_TMP/answer
+    _pre=""
+    [ "$1" != tapfd ] || { _pre="tapfd $2 $3"; shift 3; }
+    # shellcheck disable=SC2086 # _pre: words
+    $_pre vfio-vmm remote --api-socket "$S" "$@" > "$RIG_TMP/answer" 2>&1
     _rc=$?
     rig_say "$mode: remote $*: status $_rc, $(tail -n1 "$RIG_TMP/answer" | cut -c1-160)"
     return $_rc
@@ -49,7 +53,7 @@ api() { # api STEP: one step in the current mode
         http:create) http PUT vm.create "$RIG_TMP/vm.json" ;; remote:create) remote create "$RIG_TMP/vm.json" ;;
         http:info) http GET vm.info ;;           remote:info) remote info ;;
         http:add-net) echo '{"tap": "vtap0", "id": "net0"}' > "$RIG_TMP/net.json" && http PUT vm.add-net "$RIG_TMP/net.json" ;;
-        remote:add-net) remote add-net tap=vtap0,id=net0 ;;
+        remote:add-net) remote tapfd vtap0 3 add-net fd=3,id=net0 ;;
         http:boot) http PUT vm.boot ;;           remote:boot) remote boot ;;
         http:shutdown) http PUT vmm.shutdown ;;  remote:shutdown) remote shutdown-vmm ;;
     esac
