@@ -15,7 +15,7 @@ boot_group() {
     mkdir -p "$st/l2/rig" "$st/l1/rig/l2"
 
     # L2 initramfs, put together in L1 per scenario: the shared base (cached busybox and
-    # modules, /init, the L2 helpers) and the scenario's part (its L2 script, iperf3 if needed).
+    # modules, /init, the L2 helpers) and the scenario's part (its L2 script, iperf3 and socat if needed).
     install -m 755 "$HERE/l2-init" "$st/l2/init"
     install -m 644 "$HERE/l2-lib.sh" "$st/l2/rig/lib.sh"
     (cd "$st/l2" && find . | cpio -o -H newc -R 0:0 --quiet) |
@@ -28,11 +28,12 @@ boot_group() {
         [ ! -f "$l2" ] || install -m 755 "$l2" "$st/l2-$s/rig/l2.sh"
         part=()
         ! needs "$s" iperf || part+=("$RIG_DIR/l1/iperf.cpio")
+        ! needs "$s" socat || part+=("$RIG_DIR/l1/socat.cpio")
         (cd "$st/l2-$s" && find . | cpio -o -H newc -R 0:0 --quiet) |
             cat "${part[@]}" - > "$st/l1/rig/l2/$s.cpio"
     done
 
-    # L1 initramfs: cached base and vfio-vmm parts, QEMU and iperf3 if a scenario needs them, then ours.
+    # L1 initramfs: cached base and vfio-vmm parts, what the scenarios need (QEMU, iperf3, socat, ...), then ours.
     install -m 755 "$HERE/l1-init" "$st/l1/init"
     cp "$HERE/lib.sh" "$st/l1/rig/lib.sh"
     cp -rL "$HERE/scenarios" "$st/l1/rig/scenarios"
@@ -41,16 +42,22 @@ boot_group() {
         for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT RIG_VMM_LOG; do echo "$v=$(q "${!v:-}")"; done
         echo "RIG_SCENARIOS=$(q "$*")"
     } > "$st/l1/rig/env"
-    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio") qemu=0 iperf=0
+    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio" "$RIG_DIR/l2/tools.cpio") qemu=0 iperf=0 socat=0 vmlinux=0 disk=0
     for s in "$@"; do
         ! needs "$s" qemu || qemu=1
         ! needs "$s" iperf || iperf=1
+        ! needs "$s" socat || socat=1
+        ! needs "$s" vmlinux || vmlinux=1
+        ! needs "$s" disk || disk=1
     done
     case ${RIG_L1_QEMU:-auto} in # QEMU adds 50M and ~6 s to every L1 boot
         1) parts+=("$RIG_DIR/l1/qemu.cpio") ;;
         auto) [ $qemu = 0 ] || parts+=("$RIG_DIR/l1/qemu.cpio") ;;
     esac
     [ $iperf = 0 ] || parts+=("$RIG_DIR/l1/iperf.cpio")
+    [ $socat = 0 ] || parts+=("$RIG_DIR/l1/socat.cpio")
+    [ $vmlinux = 0 ] || parts+=("$RIG_DIR/l2/vmlinux.cpio") # /rig/l2/vmlinux, 65M
+    [ $disk = 0 ] || parts+=("$RIG_DIR/l1/disk.cpio")       # /rig/disk.img, 16M
     (cd "$st/l1" && find . | cpio -o -H newc -R 0:0 --quiet) |
         cat "${parts[@]}" - > "$st/initrd.cpio"
     rm -rf "$st/l1" "$st/l2" "$st"/l2-*

@@ -14,7 +14,10 @@ TRIPLE=x86_64-unknown-linux-gnu
 # Kernel modules (plus their dependencies) put into each initramfs.
 L1_MODULES=(vfio vfio_iommu_type1 vfio_pci kvm_amd virtio_pci virtio_net e1000e e1000
             uio_pci_generic tun bridge veth)
-L2_MODULES=(e1000e e1000 virtio_pci virtio_net uio_pci_generic snd_hda_intel snd_hda_codec_generic)
+# L2 gets a module for every device vfio-vmm offers (modprobe --show-depends
+# resolves each one's dependencies and softdeps from modules.dep).
+L2_MODULES=(e1000e e1000 virtio_pci virtio_net uio_pci_generic snd_hda_intel snd_hda_codec_generic
+            virtio_blk virtio_rng vmw_vsock_virtio_transport nvme ext4)
 
 say() { echo "rig-build: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -24,7 +27,7 @@ apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -q "$@"; }
 # --- 1. host packages --------------------------------------------------------
 install_packages() {
     local p missing=()
-    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev iperf3; do
+    for p in qemu-system-x86 busybox-static cpio kmod gcc libc6-dev iperf3 socat xz-utils binutils e2fsprogs; do
         [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] ||
             missing+=("$p")
     done
@@ -94,9 +97,26 @@ base_cpio() { # base_cpio OUT KTREE KV MODULE...: busybox + modules
     mkcpio "$st" "$out"; rm -rf "$st"
 }
 
-kernel_parts() { # kernel_parts DEB KEY: L1 and L2 vmlinuz and base cpios
-    local deb=$1 key=$2 kt=$RIG_DIR/ktree kv
-    [ -e "$RIG_DIR/l2/base.cpio" ] && up_to_date "$RIG_DIR/l1/base.cpio" "$key" && return
+# extract_vmlinux BZIMAGE OUT: the uncompressed ELF vmlinux inside a bzImage, found
+# as the kernel's scripts/extract-vmlinux finds it: try each compressed payload
+# magic (xz, zstd, gzip) where it occurs and keep the first output that is ELF.
+extract_vmlinux() {
+    local img=$1 out=$2 magic tool off
+    for magic in '\xfd7zXZ\x00:xz -dc' '\x28\xb5\x2f\xfd:zstd -dc' '\x1f\x8b\x08:gzip -dc'; do
+        tool=${magic#*:}
+        while read -r off; do
+            tail -c+$((off + 1)) "$img" | $tool > "$out" 2> /dev/null || true
+            [ "$(head -c4 "$out" | od -An -c | tr -d ' ')" = '177ELF' ] && return 0
+        done < <(LC_ALL=C grep -obUaP "${magic%%:*}" "$img" | cut -d: -f1)
+    done
+    rm -f "$out"
+    return 1
+}
+
+kernel_parts() { # kernel_parts DEB KEY: L1 and L2 vmlinuz and base cpios, L2's vmlinux
+    local deb=$1 key=$2 kt=$RIG_DIR/ktree kv st=$RIG_DIR/stage
+    [ -e "$RIG_DIR/l2/base.cpio" ] && [ -e "$RIG_DIR/l2/vmlinux.cpio" ] &&
+        up_to_date "$RIG_DIR/l1/base.cpio" "$key" && return
     rm -rf "$kt" "$RIG_DIR/l1/base.cpio.key"
     say "extracting $(basename "$deb")"
     dpkg-deb -x "$deb" "$kt"
@@ -106,6 +126,12 @@ kernel_parts() { # kernel_parts DEB KEY: L1 and L2 vmlinuz and base cpios
     cp "$kt/boot/vmlinuz-$kv" "$RIG_DIR/l2/vmlinuz"
     base_cpio "$RIG_DIR/l1/base.cpio" "$kt" "$kv" "${L1_MODULES[@]}"
     base_cpio "$RIG_DIR/l2/base.cpio" "$kt" "$kv" "${L2_MODULES[@]}"
+    # scenario pvh: L2's kernel as an ELF vmlinux (PVH note), at /rig/l2/vmlinux in L1
+    say "extracting the vmlinux from vmlinuz-$kv"
+    rm -rf "$st"; mkdir -p "$st/rig/l2"
+    extract_vmlinux "$kt/boot/vmlinuz-$kv" "$st/rig/l2/vmlinux" || die "no ELF vmlinux found in vmlinuz-$kv"
+    readelf -n "$st/rig/l2/vmlinux" | grep -q Xen || die "the vmlinux has no Xen (PVH) ELF note"
+    mkcpio "$st" "$RIG_DIR/l2/vmlinux.cpio"; rm -rf "$st"
     rm -rf "$kt"
     echo "$key" > "$RIG_DIR/l1/base.cpio.key"
 }
@@ -125,13 +151,13 @@ qemu_cpio() { # qemu_cpio OUT KEY: qemu-system-x86_64 + shared libs + firmware
     echo "$key" > "$out.key"
 }
 
-iperf_cpio() { # iperf_cpio OUT KEY: Debian's iperf3 + its shared libraries (L1 and L2, bench-net)
+tool_cpio() { # tool_cpio OUT KEY BINARY: a Debian binary + its shared libraries (iperf3, socat; L1 and L2)
     local out=$1 key=$2 st="$RIG_DIR/stage" b l
     up_to_date "$out" "$key" && return
     say "building $out"
-    b=$(command -v iperf3) || die "iperf3 is not installed (apt-get install iperf3)"
+    b=$(command -v "$3") || die "$3 is not installed"
     rm -rf "$st"; mkdir -p "$st/usr/bin"
-    cp -L "$b" "$st/usr/bin/iperf3"
+    cp -L "$b" "$st/usr/bin/$3"
     for l in $(ldd "$b" | awk '/=> \// {print $3} /^\t\/.*ld-linux/ {print $1}'); do
         mkdir -p "$st/$(dirname "$l")"; cp -L "$l" "$st/$l"
     done
@@ -139,7 +165,19 @@ iperf_cpio() { # iperf_cpio OUT KEY: Debian's iperf3 + its shared libraries (L1 
     echo "$key" > "$out.key"
 }
 
-guest_tools() { # guest_tools OUT: scripts/rig/guest/*.c, static, in /usr/bin of L2
+disk_cpio() { # disk_cpio OUT KEY: /rig/disk.img, an ext4 image of busybox and disk-init as /sbin/init (scenario disk)
+    local out=$1 key=$2 st="$RIG_DIR/stage"
+    up_to_date "$out" "$key" && return
+    say "building $out"
+    rm -rf "$st"; mkdir -p "$st/root/sbin" "$st/img/rig"
+    install -m 755 "$HERE/disk-init" "$st/root/sbin/init"
+    add_busybox "$st/root"
+    mke2fs -q -F -t ext4 -L rigdisk -d "$st/root" "$st/img/rig/disk.img" 16M || die "mke2fs failed"
+    mkcpio "$st/img" "$out"; rm -rf "$st"
+    echo "$key" > "$out.key"
+}
+
+guest_tools() { # guest_tools OUT: scripts/rig/guest/*.c, static, in /usr/bin of L2 (and of L1: tapfd)
     local out=$1 key st="$RIG_DIR/stage" c
     key=$(cat "$HERE"/guest/*.c "$HERE/build.sh" | sha256sum | cut -c1-16)
     up_to_date "$out" "$key" && return
@@ -185,7 +223,9 @@ main() {
     kernel_parts "$deb" "$(basename "$deb") $bb $self"
     qemu_cpio "$RIG_DIR/l1/qemu.cpio" "$(dpkg-query -W -f='${Version}' qemu-system-x86) $self"
     guest_tools "$RIG_DIR/l2/tools.cpio"
-    iperf_cpio "$RIG_DIR/l1/iperf.cpio" "$(dpkg-query -W -f='${Version}' iperf3) $self"
+    tool_cpio "$RIG_DIR/l1/iperf.cpio" "$(dpkg-query -W -f='${Version}' iperf3) $self" iperf3
+    tool_cpio "$RIG_DIR/l1/socat.cpio" "$(dpkg-query -W -f='${Version}' socat) $self" socat
+    disk_cpio "$RIG_DIR/l1/disk.cpio" "$bb $self $(sha256sum "$HERE/disk-init" | cut -c1-16)"
 
     bin=$(vmm_binary)
     if ! cmp -s "$bin" "$RIG_DIR/l1/vfio-vmm" || [ ! -e "$RIG_DIR/l1/vmm.cpio" ]; then

@@ -47,6 +47,7 @@ L2_CUSTOM=${RIG_L2_SCRIPT:-}
 DEVSET[custom]=custom TMO[custom]=- NEEDS[custom]=" "
 grep -qs qemu-system-x86_64 "$L1_CUSTOM" && NEEDS[custom]+="qemu "
 grep -qs iperf3 "$L1_CUSTOM" "$L2_CUSTOM" && NEEDS[custom]+="iperf "
+grep -qs socat "$L1_CUSTOM" "$L2_CUSTOM" && NEEDS[custom]+="socat "
 
 # Groups: one per device set, in the order of the arguments; within a group the
 # scenarios run in table order. Unknown names FAIL at once.

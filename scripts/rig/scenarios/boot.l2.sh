@@ -18,4 +18,6 @@ max=$(arg rig.mem)
 if [ "$mem" -gt "$max" ] || [ "$mem" -lt $((max * 3 / 4)) ]; then
     fail "MemTotal ${mem}MiB, want $((max * 3 / 4))..$max"
 fi
+dmesg | grep -q "ACPI: RSDP" || fail "the kernel found no ACPI RSDP"
+echo "RIG-L2: $(dmesg | grep -m1 "ACPI: RSDP")"
 echo "RIG-L2: boot checks passed"

@@ -1,0 +1,96 @@
+#!/bin/sh
+# Scenario api: Kata's sequence on vfio-vmm's control API, twice: once in raw
+# HTTP/1.1 (socat on the UNIX socket), once with `vfio-vmm remote`. Start
+# `vfio-vmm --api-socket`, ping until it answers, vm.create (payload, the edu
+# in devices[], a read-only disk, vsock, rng), vm.info says Created,
+# vm.add-net (raw HTTP: tap=NAME; remote: fd=3, a tap descriptor that tapfd
+# opens, passed with SCM_RIGHTS), vm.boot,
+# vm.info says Running; L2 (api.l2.sh) drives the edu and serves vsock port
+# 1024, which L1 reaches; vmm.shutdown, exit 0. The second run takes the same
+# edu right after the first.
+. /rig/lib.sh
+bdf=$(rig_find_pci 0x1234 0x11e8)
+[ -n "$bdf" ] || rig_fail "no edu device in L1"
+rig_bind_vfio "$bdf" > /dev/null || rig_fail "cannot bind $bdf to vfio-pci"
+modprobe tun || rig_fail "modprobe tun failed"
+S=$RIG_TMP/api.sock
+dd if=/dev/zero of="$RIG_TMP/ro.img" bs=1M count=1 2> /dev/null
+token=$(rig_token)
+cat > "$RIG_TMP/vm.json" << END
+{"payload": {"kernel": "$RIG_L2_KERNEL", "initramfs": "$RIG_L2_INITRD",
+             "cmdline": "console=ttyS0 panic=-1${RIG_L2_KARGS:+ $RIG_L2_KARGS} rig.token=$token"},
+ "cpus": {"boot_vcpus": 1, "max_vcpus": 1}, "memory": {"size": 268435456},
+ "serial": {"mode": "Tty"}, "console": {"mode": "Off"},
+ "devices": [{"path": "/sys/bus/pci/devices/$bdf", "id": "edu0"}],
+ "disks": [{"path": "$RIG_TMP/ro.img", "readonly": true, "id": "ro0"}],
+ "vsock": {"cid": 3, "socket": "$RIG_TMP/v.sock"}, "rng": {"src": "/dev/urandom"}}
+END
+http() { # http METHOD ENDPOINT [BODY-FILE]: raw HTTP/1.1; the answer in $RIG_TMP/answer, its status in $code
+    _len=0
+    [ -z "${3:-}" ] || _len=$(wc -c < "$3")
+    {
+        printf '%s /api/v1/%s HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\nConnection: close\r\n' "$1" "$2"
+        [ -z "${3:-}" ] || printf 'Content-Type: application/json\r\n'
+        printf 'Content-Length: %s\r\n\r\n' "$_len"
+        [ -z "${3:-}" ] || cat "$3"
+    } | socat -t 10 - UNIX-CONNECT:"$S" > "$RIG_TMP/answer" 2>&1
+    code=$(head -n1 "$RIG_TMP/answer" | cut -d' ' -f2)
+    rig_say "$mode: $1 $2: $(head -n1 "$RIG_TMP/answer" | tr -d '\r') $(tail -n1 "$RIG_TMP/answer" | cut -c1-160)"
+    case $code in 2??) ;; *) return 1 ;; esac
+}
+remote() { # remote [tapfd NAME FD] COMMAND...: vfio-vmm remote; the answer in $RIG_TMP/answer
+    _pre=""
+    [ "$1" != tapfd ] || { _pre="tapfd $2 $3"; shift 3; }
+    # shellcheck disable=SC2086 # _pre: words
+    $_pre vfio-vmm remote --api-socket "$S" "$@" > "$RIG_TMP/answer" 2>&1
+    _rc=$?
+    rig_say "$mode: remote $*: status $_rc, $(tail -n1 "$RIG_TMP/answer" | cut -c1-160)"
+    return $_rc
+}
+api() { # api STEP: one step in the current mode
+    case $mode:$1 in
+        http:ping) http GET vmm.ping ;;          remote:ping) remote ping ;;
+        http:create) http PUT vm.create "$RIG_TMP/vm.json" ;; remote:create) remote create "$RIG_TMP/vm.json" ;;
+        http:info) http GET vm.info ;;           remote:info) remote info ;;
+        http:add-net) echo '{"tap": "vtap0", "id": "net0"}' > "$RIG_TMP/net.json" && http PUT vm.add-net "$RIG_TMP/net.json" ;;
+        remote:add-net) remote tapfd vtap0 3 add-net fd=3,id=net0 ;;
+        http:boot) http PUT vm.boot ;;           remote:boot) remote boot ;;
+        http:shutdown) http PUT vmm.shutdown ;;  remote:shutdown) remote shutdown-vmm ;;
+    esac
+}
+kata() { # kata MODE: the whole sequence
+    mode=$1
+    out=$RIG_TMP/vmm-$mode.out
+    rm -f "$RIG_TMP/answer"
+    RUST_LOG=info vfio-vmm --api-socket "$S" > "$out" 2>&1 &
+    pid=$!
+    i=0
+    until api ping 2> /dev/null; do
+        [ $i -lt 100 ] || rig_fail "$mode: vfio-vmm --api-socket never answered vmm.ping"
+        sleep 0.1; i=$((i + 1))
+    done
+    api create || rig_fail "$mode: vm.create failed: $(tail -n1 "$RIG_TMP/answer")"
+    { api info && grep -q '"state": *"Created"' "$RIG_TMP/answer"; } || rig_fail "$mode: vm.info does not say Created"
+    api add-net || rig_fail "$mode: vm.add-net failed: $(tail -n1 "$RIG_TMP/answer")"
+    api boot || rig_fail "$mode: vm.boot failed: $(tail -n1 "$RIG_TMP/answer")"
+    { api info && grep -q '"state": *"Running"' "$RIG_TMP/answer"; } || rig_fail "$mode: vm.info does not say Running"
+    i=0
+    until grep -q "RIG-L2: api guest ready" "$out"; do
+        ! grep -q "RIG-L2: FAIL" "$out" || rig_fail "$mode: L2: $(grep -m1 "RIG-L2: FAIL" "$out")"
+        { [ $i -lt 900 ] && kill -0 $pid 2> /dev/null; } || rig_fail "$mode: L2 never got ready"
+        sleep 0.1; i=$((i + 1))
+    done
+    printf 'CONNECT 1024\n' | socat -t 10 - UNIX-CONNECT:"$RIG_TMP/v.sock" > "$RIG_TMP/vsock.out" 2>&1
+    rig_say "$mode: vsock port 1024 says: $(tr '\n' ' ' < "$RIG_TMP/vsock.out")"
+    grep -q "^api-ok $token edu-ok$" "$RIG_TMP/vsock.out" || rig_fail "$mode: no answer from L2 on vsock port 1024"
+    api shutdown || rig_fail "$mode: vmm.shutdown failed"
+    wait $pid
+    rc=$?
+    sed "s/^/[vmm-$mode] /" "$out"
+    [ $rc = 0 ] || rig_fail "$mode: vfio-vmm exited $rc after vmm.shutdown"
+    [ ! -e "$S" ] || rig_fail "$mode: the API socket is left behind"
+    grep -q "^$bdf BAR0: .*trapped accesses: 0 reads, 0 writes" "$out" || rig_fail "$mode: no clean BAR0 report for $bdf"
+}
+kata http
+kata remote
+rig_say "Kata's sequence passed over raw HTTP and with vfio-vmm remote"
