@@ -21,3 +21,7 @@ pub mod layout;
 pub mod memory;
 pub mod vmm;
 pub mod vstate;
+
+#[cfg(test)]
+#[path = "../pci/src/tests/fuzz_support.rs"]
+mod fuzz_support;
