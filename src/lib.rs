@@ -23,5 +23,4 @@ pub mod vmm;
 pub mod vstate;
 
 #[cfg(test)]
-#[path = "../pci/src/tests/fuzz_support.rs"]
 mod fuzz_support;

@@ -1,5 +1,6 @@
 //! Seeded structured random testing, shared by every fuzz target of the
-//! workspace (the root crate includes this file by path).
+//! workspace: `src/fuzz_support.rs` is `pci/src/tests/fuzz_support.rs` and
+//! one test that checks just that, one copy for each crate.
 //!
 //! No coverage-guided fuzzer runs on this machine's stable toolchain, so each
 //! target is a test that feeds `arbitrary::Unstructured` bytes from a seeded

@@ -114,7 +114,7 @@ fn step(dev: &mut VirtioPciDevice, op: Op) {
 /// is one a driver wrote or zero (a reset).
 #[test]
 fn fuzz_virtio_pci() {
-    run("fuzz_virtio_pci", 1000, |u: &mut Unstructured| {
+    run("fuzz_virtio_pci", 3000, |u: &mut Unstructured| {
         let mut r = rig();
         let dev = &mut r.dev;
         let id = dev.config().read_u32(0);
