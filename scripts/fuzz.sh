@@ -25,9 +25,15 @@ declare -A targets=(
   [fuzz_vsock_packets]=vfio-vmm
   [fuzz_config_json]=vfio-vmm
   [fuzz_http]=vfio-vmm
+  [fuzz_blk_chains]=vfio-vmm
+)
+# targets whose test has another name
+declare -A tests=(
+  [fuzz_blk_chains]=random_chains_never_panic_and_get_a_defined_status
 )
 order=(fuzz_pci_bus fuzz_msix_table fuzz_msi_capability fuzz_vfio_config
-       fuzz_virtio_pci fuzz_net_chains fuzz_vsock_packets fuzz_config_json fuzz_http)
+       fuzz_virtio_pci fuzz_net_chains fuzz_blk_chains fuzz_vsock_packets fuzz_config_json
+       fuzz_http)
 
 if [[ $target == all ]]; then
   selected=("${order[@]}")
@@ -41,9 +47,9 @@ fi
 failed=()
 for t in "${selected[@]}"; do
   log=$(mktemp)
-  if VFIO_VMM_FUZZ_CASES=$cases cargo test --release -q -p "${targets[$t]}" --lib "$t" \
+  if VFIO_VMM_FUZZ_CASES=$cases cargo test --release -q -p "${targets[$t]}" --lib "${tests[$t]:-$t}" \
        -- --nocapture >"$log" 2>&1; then
-    grep -E '^fuzz ' "$log"
+    grep -E '^fuzz ' "$log" || echo "fuzz $t: $cases cases"
   else
     grep -E '^fuzz |panicked|failed at case' "$log" || tail -20 "$log"
     failed+=("$t")
