@@ -21,3 +21,6 @@ pub mod layout;
 pub mod memory;
 pub mod vmm;
 pub mod vstate;
+
+#[cfg(test)]
+mod fuzz_support;

@@ -105,4 +105,6 @@ fn watch_signals(tx: mpsc::Sender<Event>) -> Result<(), ApiError> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;

@@ -255,8 +255,13 @@ fn is_true(b: &bool) -> bool {
 }
 
 impl VmConfig {
-    /// Reads and validates the JSON form.
+    /// Reads and validates the JSON form. Errors are one line: control
+    /// characters the text brought into a message (a key, a path) are escaped.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_json(text).map_err(ConfigError::one_line)
+    }
+
+    fn parse_json(text: &str) -> Result<Self, ConfigError> {
         let vm: VmJson =
             serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
         check_rest("", &vm.rest, VM_FIELDS)?;

@@ -33,6 +33,9 @@ pub mod serial;
 pub mod vmlinux;
 pub mod vsock;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::path::PathBuf;
 
 use iommu::size::SizeError;
@@ -225,12 +228,28 @@ pub enum ConfigError {
     /// The JSON configuration cannot be read or parsed.
     #[error("JSON configuration: {0}")]
     Json(String),
+    /// Another error whose message held control characters from the JSON
+    /// text, with them escaped so that the message stays one line.
+    #[error("{0}")]
+    Escaped(String),
     /// A cloud-hypervisor field vfio-vmm does not implement, with a value that matters.
     #[error("{0} is not supported yet: remove it from the configuration{1}")]
     Unsupported(String, String),
     /// A field cloud-hypervisor does not define.
     #[error("unknown field {0}: vfio-vmm reads cloud-hypervisor's VmConfig (payload, cpus, memory, serial, devices, net, disks, vsock, rng) and its own pit")]
     UnknownField(String),
+}
+
+impl ConfigError {
+    /// The error itself, or [`ConfigError::Escaped`] if its message holds
+    /// control characters (from a client's key or path): messages are one line.
+    pub fn one_line(self) -> Self {
+        let message = self.to_string();
+        match message.contains(char::is_control) {
+            true => ConfigError::Escaped(message.escape_debug().to_string()),
+            false => self,
+        }
+    }
 }
 
 /// Everything needed to build and boot a VM.
@@ -436,5 +455,20 @@ pub(crate) mod tests {
         for bad in ["", "a b", "a,b", "a=b", &"x".repeat(65)] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Found by fuzz_config_json: a JSON key or path holding a newline made a
+    /// two-line error (an unknown field "a\nb", an rng source "\n").
+    #[test]
+    fn json_errors_with_control_characters_stay_one_line() {
+        let k = fake_bzimage("one-line");
+        let kernel = format!("{:?}", k.display().to_string());
+        for extra in [r#""a\nb": 1"#, r#""rng": {"src": "\n"}"#] {
+            let text = format!(r#"{{"payload": {{"kernel": {kernel}}}, {extra}}}"#);
+            let err = VmConfig::from_json(&text).unwrap_err().to_string();
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains(r"\n"), "escaped: {err}");
+        }
+        std::fs::remove_file(k).unwrap();
     }
 }

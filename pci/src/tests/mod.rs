@@ -2,13 +2,15 @@
 //! fakes they share.
 
 mod bar;
-mod bus_setup;
+pub(crate) mod bus_setup;
 mod config;
 mod ecam;
-mod fakes;
+pub(crate) mod fakes;
+pub(crate) mod fuzz_pci;
+pub(crate) mod fuzz_support;
 mod intx;
 mod legacy_io;
 mod msi;
 mod msix;
-mod proptests;
+pub(crate) mod proptests;
 mod routing;

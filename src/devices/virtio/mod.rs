@@ -40,6 +40,10 @@ pub mod vsock;
 pub mod worker;
 
 #[cfg(test)]
+mod fuzz_chains;
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod net_tests;
 #[cfg(test)]
 mod rng_tests;

@@ -162,14 +162,14 @@ pub(super) fn memory() -> GuestMemory {
 /// Base BAR 0 is placed at in these tests.
 pub(super) const BAR_BASE: u64 = 0x1_0000_0000;
 
-struct Rig {
-    dev: VirtioPciDevice,
+pub(super) struct Rig {
+    pub dev: VirtioPciDevice,
     fired: Arc<Fired>,
     ioevents: Arc<FakeIoEvents>,
     seen: Arc<Seen>,
 }
 
-fn rig() -> Rig {
+pub(super) fn rig() -> Rig {
     let fired = Arc::new(Fired::default());
     let ioevents = Arc::new(FakeIoEvents::default());
     let seen = Arc::new(Seen::default());

@@ -4,6 +4,7 @@
 
 mod device;
 mod fakes;
+mod fuzz;
 mod irqs;
 mod layout;
 

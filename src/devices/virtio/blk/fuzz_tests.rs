@@ -52,7 +52,7 @@ fn random_chains_never_panic_and_get_a_defined_status() {
         u32::MAX,
     ];
     let mut outcomes = [0usize; 4];
-    for round in 0..3000 {
+    for round in 0..crate::fuzz_support::cases(3000) {
         let sector = rng.pick(&[0, 1, SECTORS - 1, SECTORS, u64::MAX, rng.0 % (2 * SECTORS)]);
         d.header(rng.pick(&kinds), sector);
         // Discard / write-zeroes segments at DATA, random too.

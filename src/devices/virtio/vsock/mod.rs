@@ -22,6 +22,8 @@ pub mod unix;
 pub mod worker;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 
 use std::os::unix::net::UnixListener;
