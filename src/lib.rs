@@ -22,5 +22,7 @@ pub mod memory;
 pub mod vmm;
 pub mod vstate;
 
+// The pci crate's fuzz harness, compiled here too (one file, two crates).
 #[cfg(test)]
+#[path = "../pci/src/tests/fuzz_support.rs"]
 mod fuzz_support;

@@ -81,21 +81,30 @@ fn walk(file: &Path, module: ModPath, files: &mut BTreeMap<ModPath, PathBuf>) {
         Some("lib.rs" | "main.rs" | "mod.rs") => file.parent().unwrap().to_path_buf(),
         _ => file.with_extension(""),
     };
+    let mut path_attr = None;
     for line in text.lines() {
         let line = line.trim();
+        if let Some(p) = line.strip_prefix("#[path = \"") {
+            path_attr = p
+                .strip_suffix("\"]")
+                .map(|p| file.parent().unwrap().join(p));
+            continue;
+        }
         let decl = line
             .trim_start_matches("pub(crate) ")
             .trim_start_matches("pub ");
         let Some(name) = decl.strip_prefix("mod ").and_then(|n| n.strip_suffix(';')) else {
             continue;
         };
-        let child = [
-            dir.join(format!("{name}.rs")),
-            dir.join(name).join("mod.rs"),
-        ]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{}: mod {name}: no file", file.display()));
+        let child = path_attr
+            .take()
+            .into_iter()
+            .chain([
+                dir.join(format!("{name}.rs")),
+                dir.join(name).join("mod.rs"),
+            ])
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{}: mod {name}: no file", file.display()));
         let mut path = module.clone();
         path.push(name.to_string());
         walk(&child, path, files);

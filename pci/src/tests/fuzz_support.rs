@@ -1,6 +1,6 @@
 //! Seeded structured random testing, shared by every fuzz target of the
-//! workspace: `src/fuzz_support.rs` is `pci/src/tests/fuzz_support.rs` and
-//! one test that checks just that, one copy for each crate.
+//! workspace: the root crate compiles this same file (`#[path]` in
+//! `src/lib.rs`), so both crates' targets draw their cases the same way.
 //!
 //! No coverage-guided fuzzer runs on this machine's stable toolchain, so each
 //! target is a test that feeds `arbitrary::Unstructured` bytes from a seeded
