@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +19,6 @@ use std::sync::Arc;
 use log::{debug, warn};
 use thiserror::Error;
 use virtio_queue::{Queue, QueueT};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::interrupt::VirtioInterrupts;
@@ -28,7 +26,7 @@ use super::pci_transport::TransportError;
 use super::queue::Segments;
 use super::{ActivateContext, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1};
 use crate::config::RngConfig;
-use crate::devices::virtio::thread::{next_chain, WorkerHandle};
+use crate::devices::virtio::thread::{next_chain, run_one_queue, OneQueueWorker, WorkerHandle};
 use crate::memory::GuestMemory;
 
 /// Virtio device type of an entropy source.
@@ -37,13 +35,6 @@ pub const RNG_DEVICE_TYPE: u16 = 4;
 pub const QUEUE_SIZE: u16 = 256;
 /// Most bytes one request gets.
 pub const MAX_REQUEST: usize = 64 << 10;
-
-/// Epoll token: stop.
-const TOKEN_STOP: u64 = 0;
-/// Epoll token: request queue notification.
-const TOKEN_QUEUE: u64 = 1;
-/// Epoll token: INTx resample.
-const TOKEN_RESAMPLE: u64 = 2;
 
 /// Errors building or starting a virtio-rng device.
 #[derive(Debug, Error)]
@@ -194,62 +185,7 @@ struct RngWorker {
 impl RngWorker {
     /// The thread body: runs until `stop` is signalled.
     pub(crate) fn run(mut self, stop: EventFd) {
-        let epoll = match self.epoll(&stop) {
-            Ok(epoll) => epoll,
-            Err(e) => {
-                return self
-                    .irq
-                    .mark_broken(&format!("virtio-rng worker: epoll: {e}"))
-            }
-        };
-        // Requests the guest queued before we were listening.
-        self.process();
-        let mut events = vec![EpollEvent::default(); 4];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return self
-                        .irq
-                        .mark_broken(&format!("virtio-rng worker: epoll_wait: {e}"))
-                }
-            };
-            for event in events.iter().take(n) {
-                match event.data() {
-                    TOKEN_STOP => return,
-                    TOKEN_QUEUE => {
-                        let _ = self.evt.read();
-                        self.process();
-                    }
-                    TOKEN_RESAMPLE => {
-                        if let Some(evt) = &self.resample {
-                            let _ = evt.read();
-                        }
-                        self.irq.resample();
-                    }
-                    other => debug!("virtio-rng worker: stray epoll token {other}"),
-                }
-            }
-        }
-    }
-
-    /// The epoll set: stop, the queue's eventfd and resample.
-    fn epoll(&self, stop: &EventFd) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        let add = |fd: i32, token: u64| {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )
-        };
-        add(stop.as_raw_fd(), TOKEN_STOP)?;
-        add(self.evt.as_raw_fd(), TOKEN_QUEUE)?;
-        if let Some(evt) = &self.resample {
-            add(evt.as_raw_fd(), TOKEN_RESAMPLE)?;
-        }
-        Ok(epoll)
+        run_one_queue(&mut self, &stop);
     }
 
     /// Serves every request, then interrupts the guest if it wants to hear of it.
@@ -292,6 +228,28 @@ impl RngWorker {
             used = true;
         }
         Ok(used)
+    }
+}
+
+impl OneQueueWorker for RngWorker {
+    fn device(&self) -> &'static str {
+        "virtio-rng"
+    }
+
+    fn queue_evt(&self) -> &EventFd {
+        &self.evt
+    }
+
+    fn resample_evt(&self) -> Option<&EventFd> {
+        self.resample.as_ref()
+    }
+
+    fn irq(&self) -> &VirtioInterrupts {
+        &self.irq
+    }
+
+    fn process(&mut self) {
+        RngWorker::process(self)
     }
 }
 

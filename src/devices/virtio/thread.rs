@@ -1,15 +1,20 @@
 //! What every device worker thread shares: starting a worker on a named
 //! thread with an eventfd that asks it to stop, stopping and joining it (also
-//! on drop), and taking the next available descriptor chain off a queue with
-//! notifications re-armed. virtio-net, virtio-blk, virtio-vsock and virtio-rng
-//! each run their queues on such a thread.
+//! on drop), taking the next available descriptor chain off a queue with
+//! notifications re-armed, and the whole event loop of a device served from
+//! one queue. virtio-net, virtio-blk, virtio-vsock and virtio-rng each run
+//! their queues on such a thread.
 
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::thread::JoinHandle;
 
-use log::warn;
+use log::{debug, warn};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::interrupt::VirtioInterrupts;
 use crate::memory::GuestMemory;
 
 /// A running worker thread.
@@ -78,4 +83,88 @@ pub fn next_chain<'m>(
             return Ok(None);
         }
     }
+}
+
+/// A device served from one queue (virtio-blk, virtio-rng): what
+/// [`run_one_queue`] needs of it.
+pub trait OneQueueWorker {
+    /// The device, for messages ("virtio-blk").
+    fn device(&self) -> &'static str;
+    /// The queue's notification eventfd.
+    fn queue_evt(&self) -> &EventFd;
+    /// The INTx resample eventfd, if the line has one.
+    fn resample_evt(&self) -> Option<&EventFd>;
+    /// Interrupts and NEEDS_RESET.
+    fn irq(&self) -> &VirtioInterrupts;
+    /// Serves whatever the guest queued.
+    fn process(&mut self);
+}
+
+/// Epoll tokens of [`run_one_queue`].
+const TOKEN_STOP: u64 = 0;
+const TOKEN_QUEUE: u64 = 1;
+const TOKEN_RESAMPLE: u64 = 2;
+
+/// The thread body of a one-queue device: serves the queue at start (requests
+/// queued before the thread listened) and at each notification, forwards INTx
+/// resamples, and returns once `stop` is signalled. An epoll failure marks the
+/// device NEEDS_RESET.
+pub fn run_one_queue(worker: &mut impl OneQueueWorker, stop: &EventFd) {
+    let epoll = match one_queue_epoll(worker, stop) {
+        Ok(epoll) => epoll,
+        Err(e) => {
+            let device = worker.device();
+            return worker
+                .irq()
+                .mark_broken(&format!("{device} worker: epoll: {e}"));
+        }
+    };
+    worker.process();
+    let mut events = vec![EpollEvent::default(); 4];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let device = worker.device();
+                return worker
+                    .irq()
+                    .mark_broken(&format!("{device} worker: epoll_wait: {e}"));
+            }
+        };
+        for event in events.iter().take(n) {
+            match event.data() {
+                TOKEN_STOP => return,
+                TOKEN_QUEUE => {
+                    let _ = worker.queue_evt().read();
+                    worker.process();
+                }
+                TOKEN_RESAMPLE => {
+                    if let Some(evt) = worker.resample_evt() {
+                        let _ = evt.read();
+                    }
+                    worker.irq().resample();
+                }
+                other => debug!("{} worker: stray epoll token {other}", worker.device()),
+            }
+        }
+    }
+}
+
+/// The epoll set of [`run_one_queue`]: stop, the queue's eventfd and resample.
+fn one_queue_epoll(worker: &impl OneQueueWorker, stop: &EventFd) -> std::io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    let add = |fd: i32, token: u64| {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, token),
+        )
+    };
+    add(stop.as_raw_fd(), TOKEN_STOP)?;
+    add(worker.queue_evt().as_raw_fd(), TOKEN_QUEUE)?;
+    if let Some(evt) = worker.resample_evt() {
+        add(evt.as_raw_fd(), TOKEN_RESAMPLE)?;
+    }
+    Ok(epoll)
 }

@@ -14,31 +14,20 @@
 //! of the ring or a head index past the table mark the device NEEDS_RESET;
 //! bad requests only get an error status (see `request.rs`).
 
-use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use log::debug;
 use thiserror::Error;
 use virtio_queue::{Queue, QueueT};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::request::Handler;
 use crate::devices::virtio::interrupt::VirtioInterrupts;
-use crate::devices::virtio::thread::next_chain;
+use crate::devices::virtio::thread::{next_chain, run_one_queue, OneQueueWorker};
 use crate::devices::virtio::ActivateContext;
 use crate::memory::GuestMemory;
 
 /// Index of the request queue.
 pub const REQUEST_QUEUE: usize = 0;
-
-/// Epoll token: stop.
-const TOKEN_STOP: u64 = 0;
-/// Epoll token: request queue notification.
-const TOKEN_QUEUE: u64 = 1;
-/// Epoll token: INTx resample.
-const TOKEN_RESAMPLE: u64 = 2;
 
 /// Errors starting a worker.
 #[derive(Debug, Error)]
@@ -102,62 +91,7 @@ impl BlkWorker {
 
     /// The thread body: runs until `stop` is signalled.
     pub(crate) fn run(mut self, stop: EventFd) {
-        let epoll = match self.epoll(&stop) {
-            Ok(epoll) => epoll,
-            Err(e) => {
-                self.irq
-                    .mark_broken(&format!("virtio-blk worker: epoll: {e}"));
-                return;
-            }
-        };
-        // Requests the guest queued before we were listening.
-        self.process();
-        let mut events = vec![EpollEvent::default(); 4];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.irq
-                        .mark_broken(&format!("virtio-blk worker: epoll_wait: {e}"));
-                    return;
-                }
-            };
-            for event in events.iter().take(n) {
-                match event.data() {
-                    TOKEN_STOP => return,
-                    TOKEN_QUEUE => {
-                        let _ = self.queue_evt.read();
-                        self.process();
-                    }
-                    TOKEN_RESAMPLE => {
-                        if let Some(evt) = &self.resample {
-                            let _ = evt.read();
-                        }
-                        self.irq.resample();
-                    }
-                    other => debug!("virtio-blk worker: stray epoll token {other}"),
-                }
-            }
-        }
-    }
-
-    /// The epoll set: stop, the queue eventfd and resample.
-    fn epoll(&self, stop: &EventFd) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        let add = |fd: i32, token: u64| {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )
-        };
-        add(stop.as_raw_fd(), TOKEN_STOP)?;
-        add(self.queue_evt.as_raw_fd(), TOKEN_QUEUE)?;
-        if let Some(evt) = &self.resample {
-            add(evt.as_raw_fd(), TOKEN_RESAMPLE)?;
-        }
-        Ok(epoll)
+        run_one_queue(&mut self, &stop);
     }
 
     /// Serves every queued request, then interrupts the guest if it wants
@@ -190,5 +124,27 @@ impl BlkWorker {
             used = true;
         }
         Ok(used)
+    }
+}
+
+impl OneQueueWorker for BlkWorker {
+    fn device(&self) -> &'static str {
+        "virtio-blk"
+    }
+
+    fn queue_evt(&self) -> &EventFd {
+        &self.queue_evt
+    }
+
+    fn resample_evt(&self) -> Option<&EventFd> {
+        self.resample.as_ref()
+    }
+
+    fn irq(&self) -> &VirtioInterrupts {
+        &self.irq
+    }
+
+    fn process(&mut self) {
+        BlkWorker::process(self)
     }
 }
