@@ -56,7 +56,7 @@ use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{NetConfig, RngConfig};
+use crate::config::NetConfig;
 use crate::memory::GuestMemory;
 
 pub use blk::{BlkError, Block, DiskOptions};
@@ -185,33 +185,4 @@ pub fn new_blk_pci(
             source,
         },
     )
-}
-
-/// Builds the PCI virtio-vsock device for guest CID `cid` (3 or more) whose
-/// host side listens on the UNIX socket `socket`, at `address`, with its
-/// vectors allocated.
-pub fn new_vsock_pci(
-    cid: u64,
-    socket: &std::path::Path,
-    address: pci::PciAddress,
-    mem: GuestMemory,
-    interrupts: Arc<dyn pci::InterruptManager>,
-    ioevents: Arc<dyn IoEventRegistry>,
-) -> Result<VirtioPciDevice, vsock::VsockError> {
-    let vsock = vsock::Vsock::new(cid, socket)?;
-    VirtioPciDevice::new(Box::new(vsock), address, mem, interrupts.as_ref(), ioevents)
-        .map_err(vsock::VsockError::Transport)
-}
-
-/// Builds the PCI virtio-rng device for `config` at `address`, its source open.
-pub fn new_rng_pci(
-    config: &RngConfig,
-    address: pci::PciAddress,
-    mem: GuestMemory,
-    interrupts: Arc<dyn pci::InterruptManager>,
-    ioevents: Arc<dyn IoEventRegistry>,
-) -> Result<VirtioPciDevice, RngError> {
-    let rng = Rng::new(config)?;
-    VirtioPciDevice::new(Box::new(rng), address, mem, interrupts.as_ref(), ioevents)
-        .map_err(RngError::Transport)
 }
