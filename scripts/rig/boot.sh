@@ -71,6 +71,7 @@ boot_group() {
     done
     local devs=("${EXTRA_DEVS[@]}")
     [ "$key" = none ] || [ "$key" = custom ] || read -ra devs <<< "${RIG_L1_DEVICES:-} ${DEVARGS[$key]}"
+    make_drives "$key" devs
     # shellcheck disable=SC2054 # the commas are QEMU's
     local cmd=(timeout -k 10 "$BOOT_TMO" qemu-system-x86_64
         -machine q35,accel=tcg,kernel-irqchip=split -cpu max -smp 2 -m "$RIG_L1_MEM"
@@ -90,6 +91,25 @@ boot_group() {
     echo "# $BOOT_END" >> "$log"
     rm -rf "$st"
     split_log "$log" "$@"
+}
+
+# make_drives KEY ARRAY: L1 drives backed by files on the host. In a device
+# set, @DRIVES@ stands for $RIG_DIR/drives/KEY; every @DRIVES@/NAME.img the set
+# names is made anew for each boot as an empty sparse file of RIG_DRIVE_SIZE
+# (default 1G), raw. The files outlive the boot, so a scenario's host step can
+# read what reached them (scenarios/disk-durability.host.sh does).
+make_drives() {
+    local key=$1 dir=$RIG_DIR/drives/$1 i f
+    local -n args=$2
+    rm -rf "$dir"
+    for i in "${!args[@]}"; do
+        [[ ${args[$i]} == *@DRIVES@* ]] || continue
+        args[i]=${args[$i]//@DRIVES@/$dir}
+        while read -r f; do
+            mkdir -p "$dir"
+            [ -e "$f" ] || truncate -s "${RIG_DRIVE_SIZE:-1G}" "$f"
+        done < <(grep -o "$dir/[A-Za-z0-9_.-]*\.img" <<< "${args[$i]}")
+    done
 }
 
 # split_log LOG NAME...: LOG's part for each scenario into logs/NAME.log (see
