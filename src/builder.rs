@@ -23,6 +23,7 @@ use crate::config::{
     SerialConfig, VmConfig,
 };
 use crate::devices::cmos::Cmos;
+use crate::devices::ged::{self, GedEvents, GedRegister};
 use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
 use crate::devices::pci_root::{self, BarWindow, ConfigPorts, Ecam, SharedPciBus};
 use crate::devices::serial::{self, spawn_stdin_reader, ConsoleOut, SerialDevice};
@@ -35,6 +36,7 @@ use crate::exit::ExitHandle;
 use crate::layout;
 use crate::memory;
 use crate::vmm::Machine;
+use crate::vstate::gate::RunGate;
 use crate::vstate::irq::KvmInterruptManager;
 use crate::vstate::vcpu::{Buses, Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -218,6 +220,7 @@ fn assemble(
         None => None,
     };
     add_legacy_devices(&mut buses, &exit)?;
+    let ged = add_ged(&vm, &mut buses)?;
     let pci = pci_root::new_bus(guest_layout.mmio64_base)?;
     add_pci_ranges(&mut buses, &pci, guest_layout.mmio64_base)?;
     let interrupts = Arc::new(KvmInterruptManager::new(vm.shared_fd())?);
@@ -231,6 +234,8 @@ fn assemble(
         interrupts,
         vfio,
         exit,
+        gate: Arc::new(RunGate::new()),
+        ged,
         vm,
         mem,
         layout: guest_layout,
@@ -313,6 +318,7 @@ fn load_linux(machine: &mut Machine, payload: &PayloadConfig) -> Result<(), Buil
     if machine.serial.is_some() {
         dsdt.extend(serial::dsdt_aml());
     }
+    dsdt.extend(ged::dsdt_aml());
     dsdt.extend(pci_root::dsdt_aml(machine.layout.mmio64_base));
     let inputs = acpi::AcpiInputs {
         cpus: machine.vcpus.len() as u8,
@@ -375,6 +381,24 @@ fn add_legacy_devices(buses: &mut Buses, exit: &Arc<ExitHandle>) -> Result<(), B
         Arc::new(Mutex::new(AcpiPm::new(exit.clone()))),
     )?;
     Ok(())
+}
+
+/// The ACPI GED (power button): its register and its interrupt's irqfd.
+fn add_ged(vm: &Vm, buses: &mut Buses) -> Result<Arc<GedEvents>, BuildError> {
+    let irq = EventFd::new(0).map_err(dev_err("the ACPI event device"))?;
+    vm.fd()
+        .register_irqfd(&irq, layout::GED_IRQ)
+        .map_err(|err| BuildError::Irq {
+            what: "the ACPI event device",
+            err,
+        })?;
+    let events = Arc::new(GedEvents::new(irq));
+    buses.pio.insert(
+        u64::from(layout::GED_PORT),
+        GedRegister::PORTS,
+        Arc::new(Mutex::new(GedRegister(events.clone()))),
+    )?;
+    Ok(events)
 }
 
 /// Routes config ports, ECAM and the BAR windows to the PCI bus.

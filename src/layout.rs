@@ -73,6 +73,10 @@ pub const ACPI_SLEEP_STATUS_PORT: u16 = 0x601;
 pub const ACPI_RESET_PORT: u16 = 0x602;
 /// The value the guest writes to the reset register.
 pub const ACPI_RESET_VALUE: u8 = 0x1;
+/// The ACPI GED's event register (one byte; `devices::ged`).
+pub const GED_PORT: u16 = 0x608;
+/// The ACPI GED's interrupt: an ISA pin nothing else uses (edge, active high).
+pub const GED_IRQ: u32 = 5;
 /// COM1.
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// COM1's ISA interrupt.

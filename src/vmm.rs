@@ -2,18 +2,19 @@
 //! vCPU threads running until the guest or the user ends it, and the teardown
 //! in order (vCPUs, passthrough, devices, VM, guest RAM). Nothing is built here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::devices::ged::GedEvents;
 use crate::devices::pci_root::SharedPciBus;
 use crate::devices::serial::SerialDevice;
 use crate::devices::vfio::VfioPassthrough;
 use crate::exit::{ExitHandle, ExitReason};
 use crate::layout::GuestLayout;
 use crate::memory::GuestMemory;
+use crate::vstate::gate::RunGate;
 use crate::vstate::irq::KvmInterruptManager;
 use crate::vstate::vcpu::{Buses, Vcpu};
 use crate::vstate::vm::Vm;
@@ -44,6 +45,10 @@ pub struct Machine {
     pub(crate) interrupts: Arc<KvmInterruptManager>,
     pub(crate) vfio: VfioPassthrough,
     pub(crate) exit: Arc<ExitHandle>,
+    /// Pauses and resumes the vCPUs (`vm.pause`, `vm.resume`).
+    pub(crate) gate: Arc<RunGate>,
+    /// The ACPI event device: the power button (`vm.power-button`).
+    pub(crate) ged: Arc<GedEvents>,
     pub(crate) vm: Vm,
     pub(crate) mem: GuestMemory,
     pub(crate) layout: GuestLayout,
@@ -80,6 +85,8 @@ impl Machine {
             interrupts,
             mut vfio,
             exit,
+            gate,
+            ged,
             vm,
             mem,
             layout: _,
@@ -88,7 +95,7 @@ impl Machine {
             what: "the SIGINT/SIGTERM handlers",
             err,
         })?;
-        let reason = run_vcpus(vcpus, Arc::new(buses), &exit);
+        let reason = run_vcpus(vcpus, Arc::new(buses), &exit, &gate);
         let report = vfio.report();
         if !report.is_empty() {
             eprint!("{report}");
@@ -97,7 +104,7 @@ impl Machine {
         log::info!("teardown: releasing passthrough interrupts, resetting devices, unmapping DMA");
         vfio.shutdown();
         log::info!("teardown: closing devices");
-        drop((serial, pci, interrupts, vfio));
+        drop((serial, ged, pci, interrupts, vfio));
         log::info!("teardown: closing the VM");
         drop(vm);
         drop(mem);
@@ -106,12 +113,17 @@ impl Machine {
     }
 }
 
-/// One thread per vCPU; waits for an exit request, then stops and joins them.
-fn run_vcpus(vcpus: Vec<Vcpu>, buses: Arc<Buses>, exit: &Arc<ExitHandle>) -> ExitReason {
-    let stop = Arc::new(AtomicBool::new(false));
+/// One thread per vCPU; waits for an exit request, then stops (paused ones
+/// too) and joins them.
+fn run_vcpus(
+    vcpus: Vec<Vcpu>,
+    buses: Arc<Buses>,
+    exit: &Arc<ExitHandle>,
+    gate: &Arc<RunGate>,
+) -> ExitReason {
     let mut threads = Vec::new();
     for vcpu in vcpus {
-        let (b, e, s) = (buses.clone(), exit.clone(), stop.clone());
+        let (b, e, s) = (buses.clone(), exit.clone(), gate.clone());
         match std::thread::Builder::new()
             .name("vcpu".into())
             .spawn(move || vcpu.run(&b, &e, &s))
@@ -131,7 +143,7 @@ fn run_vcpus(vcpus: Vec<Vcpu>, buses: Arc<Buses>, exit: &Arc<ExitHandle>) -> Exi
         // Let the rest of the panic message reach the console.
         std::thread::sleep(Duration::from_millis(300));
     }
-    stop.store(true, Ordering::Release);
+    gate.stop();
     for t in threads {
         while !t.is_finished() {
             // The handle is not joined yet, so its pthread_t is valid; the kick

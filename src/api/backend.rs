@@ -1,11 +1,19 @@
 //! The production [`Backend`]: `builder::build` assembles the machine on the
 //! API thread that asked for the boot (so build errors answer that request),
 //! then the machine runs on its own thread until the guest ends it or the
-//! API stops it through the machine's exit latch.
+//! API stops it through the machine's exit latch. Pause parks the vCPUs on
+//! the machine's run gate and freezes the guest's clock (kvmclock) until
+//! resume; device threads keep running (they only finish what the guest
+//! queued before the pause, and their interrupts wait in the irqchip).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kvm_bindings::kvm_clock_data;
+use kvm_ioctls::VmFd;
+use vmm_sys_util::signal::SIGRTMIN;
 
 use iommu::sysfs::Sysfs;
 use pci::vfio::VfioStats;
@@ -14,8 +22,13 @@ use pci::ROM_BAR;
 use super::state::{Backend, Counters, TapFds};
 use crate::builder;
 use crate::config::VmConfig;
+use crate::devices::ged::GedEvents;
 use crate::devices::virtio::Tap;
 use crate::exit::{ExitHandle, ExitReason};
+use crate::vstate::gate::RunGate;
+
+/// How long `vm.pause` waits for every vCPU to leave KVM_RUN.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs VMs with `builder::build` and `Machine::run`.
 pub struct MachineBackend {
@@ -26,6 +39,11 @@ pub struct MachineBackend {
 /// A machine running on its thread.
 struct Running {
     exit: Arc<ExitHandle>,
+    gate: Arc<RunGate>,
+    ged: Arc<GedEvents>,
+    vm: Arc<VmFd>,
+    /// The guest clock at the pause, restored at resume.
+    clock: Option<kvm_clock_data>,
     stats: Vec<(String, Arc<VfioStats>)>,
     /// Set before the API stops the machine, so its end is not reported as the guest's.
     stopping: Arc<AtomicBool>,
@@ -55,6 +73,8 @@ impl Backend for MachineBackend {
         adopt_taps(config, taps)?;
         let machine = builder::build(config, &self.sysfs).map_err(|e| e.to_string())?;
         let exit = machine.exit.clone();
+        let (gate, ged) = (machine.gate.clone(), machine.ged.clone());
+        let vm = machine.vm.shared_fd();
         let stats = machine.vfio.stats();
         let stopping = Arc::new(AtomicBool::new(false));
         let stopping2 = stopping.clone();
@@ -73,6 +93,10 @@ impl Backend for MachineBackend {
             .map_err(|e| format!("cannot start the VM thread: {e}"))?;
         self.running = Some(Running {
             exit,
+            gate,
+            ged,
+            vm,
+            clock: None,
             stats,
             stopping,
             thread,
@@ -90,6 +114,48 @@ impl Backend for MachineBackend {
         if running.thread.join().is_err() {
             log::error!("the VM thread panicked during teardown");
         }
+    }
+
+    fn pause(&mut self) -> Result<(), String> {
+        let running = self.running.as_mut().ok_or("no VM runs")?;
+        running
+            .gate
+            .pause(SIGRTMIN(), PAUSE_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        // Without the clock saved, the guest sees the pause as time that
+        // passed; it still runs correctly.
+        running.clock = running
+            .vm
+            .get_clock()
+            .inspect_err(|e| log::warn!("pause: cannot read the guest clock: {e}"))
+            .ok();
+        log::info!("API: the VM is paused");
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), String> {
+        let running = self.running.as_mut().ok_or("no VM runs")?;
+        if let Some(mut clock) = running.clock.take() {
+            // Flags 0: the clock resumes where it stopped (KVM_CLOCK_REALTIME
+            // would add the time spent paused).
+            clock.flags = 0;
+            if let Err(e) = running.vm.set_clock(&clock) {
+                log::warn!("resume: cannot restore the guest clock: {e}");
+            }
+        }
+        running.gate.resume().map_err(|e| e.to_string())?;
+        log::info!("API: the VM is resumed");
+        Ok(())
+    }
+
+    fn power_button(&mut self) -> Result<(), String> {
+        let running = self.running.as_ref().ok_or("no VM runs")?;
+        running
+            .ged
+            .power_button()
+            .map_err(|e| format!("cannot raise the ACPI event interrupt: {e}"))?;
+        log::info!("API: ACPI power button pressed");
+        Ok(())
     }
 
     fn counters(&self) -> Counters {

@@ -106,10 +106,9 @@ impl Api {
                 self.controller().delete();
                 done
             }
-            "vm.pause" | "vm.resume" | "vm.power-button" => {
-                self.controller().require_running()?;
-                Err(StateError::unsupported(name))
-            }
+            "vm.pause" => self.controller().pause().and(done),
+            "vm.resume" => self.controller().resume().and(done),
+            "vm.power-button" => self.controller().power_button().and(done),
             "vm.info" => {
                 let info = self.controller().info()?;
                 Ok((Response::json(200, info.to_string()), After::Nothing))

@@ -1,5 +1,5 @@
-//! The VM's life as the API sees it: NotCreated → Created → Running →
-//! Shutdown (and back to Running with `vm.boot`), driven through a
+//! The VM's life as the API sees it: NotCreated → Created → Running ⇄
+//! Paused, → Shutdown (and back to Running with `vm.boot`), driven through a
 //! [`Backend`] so that tests use a fake and production builds and runs a
 //! `Machine` (`backend.rs`). The [`Controller`] owns the configuration (as
 //! its JSON form, so that cold-plug is an edit validated like `vm.create`)
@@ -32,8 +32,15 @@ pub trait Backend: Send {
         taps: &TapFds,
         on_exit: Box<dyn FnOnce(ExitReason) + Send>,
     ) -> Result<(), String>;
-    /// Stops the running VM and tears it down (devices released); returns when done.
+    /// Stops the running (or paused) VM and tears it down (devices
+    /// released); returns when done.
     fn shutdown(&mut self);
+    /// Parks every vCPU of the running VM; returns once none runs guest code.
+    fn pause(&mut self) -> Result<(), String>;
+    /// Lets the paused VM's vCPUs run again.
+    fn resume(&mut self) -> Result<(), String>;
+    /// Presses the VM's ACPI power button.
+    fn power_button(&mut self) -> Result<(), String>;
     /// The counters of the running VM's devices.
     fn counters(&self) -> Counters;
 }
@@ -47,6 +54,8 @@ pub enum VmState {
     Created,
     /// Booted.
     Running,
+    /// Booted, its vCPUs parked (`vm.pause`).
+    Paused,
     /// Booted once, stopped since.
     Shutdown,
 }
@@ -158,7 +167,9 @@ impl Controller {
     pub fn boot(&mut self) -> Result<(), StateError> {
         match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
-            VmState::Running => return Err(StateError::new(405, "the VM is already running")),
+            VmState::Running | VmState::Paused => {
+                return Err(StateError::new(405, "the VM is already booted"))
+            }
             VmState::Created | VmState::Shutdown => {}
         }
         let config = self.config()?;
@@ -175,11 +186,11 @@ impl Controller {
         Ok(())
     }
 
-    /// `vm.shutdown`: stops a running VM.
+    /// `vm.shutdown`: stops a running or paused VM.
     pub fn shutdown(&mut self) -> Result<(), StateError> {
         match self.state {
             VmState::NotCreated => Err(StateError::not_created()),
-            VmState::Running => {
+            VmState::Running | VmState::Paused => {
                 self.backend.shutdown();
                 self.state = VmState::Shutdown;
                 Ok(())
@@ -196,7 +207,7 @@ impl Controller {
 
     /// `vm.delete`: stops the VM if it runs and forgets it.
     pub fn delete(&mut self) {
-        if self.state == VmState::Running {
+        if self.booted() {
             self.backend.shutdown();
         }
         self.state = VmState::NotCreated;
@@ -204,13 +215,58 @@ impl Controller {
         self.taps.clear();
     }
 
-    /// Refuses what needs a running VM when there is none (pause, resume, ...).
-    pub fn require_running(&self) -> Result<(), StateError> {
+    /// Whether a VM runs or is paused (a backend machine exists).
+    fn booted(&self) -> bool {
+        matches!(self.state, VmState::Running | VmState::Paused)
+    }
+
+    /// `vm.pause`: parks the running VM's vCPUs (404 before `vm.create`,
+    /// 405 unless running, as cloud-hypervisor answers).
+    pub fn pause(&mut self) -> Result<(), StateError> {
         match self.state {
-            VmState::NotCreated => Err(StateError::not_created()),
-            VmState::Running => Ok(()),
-            state => Err(StateError::not_running(state)),
+            VmState::NotCreated => return Err(StateError::not_created()),
+            VmState::Paused => return Err(StateError::new(405, "the VM is already paused")),
+            VmState::Running => {}
+            state => return Err(StateError::not_running(state)),
         }
+        self.backend
+            .pause()
+            .map_err(|e| StateError::new(500, format!("cannot pause the VM: {e}")))?;
+        self.state = VmState::Paused;
+        Ok(())
+    }
+
+    /// `vm.resume`: runs a paused VM again (404 before `vm.create`, 405 unless paused).
+    pub fn resume(&mut self) -> Result<(), StateError> {
+        match self.state {
+            VmState::NotCreated => return Err(StateError::not_created()),
+            VmState::Paused => {}
+            state => {
+                return Err(StateError::new(
+                    405,
+                    format!("the VM is not paused (it is {state:?})"),
+                ))
+            }
+        }
+        self.backend
+            .resume()
+            .map_err(|e| StateError::new(500, format!("cannot resume the VM: {e}")))?;
+        self.state = VmState::Running;
+        Ok(())
+    }
+
+    /// `vm.power-button`: presses the ACPI power button of a booted VM (a
+    /// paused one sees the press once resumed); the guest's poweroff then
+    /// ends the VM.
+    pub fn power_button(&mut self) -> Result<(), StateError> {
+        match self.state {
+            VmState::NotCreated => return Err(StateError::not_created()),
+            VmState::Running | VmState::Paused => {}
+            state => return Err(StateError::not_running(state)),
+        }
+        self.backend
+            .power_button()
+            .map_err(|e| StateError::new(500, format!("cannot press the power button: {e}")))
     }
 
     /// `vm.info`: configuration, state and memory size.
@@ -231,7 +287,7 @@ impl Controller {
     pub fn counters(&self) -> Result<Counters, StateError> {
         match self.state {
             VmState::NotCreated => Err(StateError::not_created()),
-            VmState::Running => Ok(self.backend.counters()),
+            VmState::Running | VmState::Paused => Ok(self.backend.counters()),
             _ => Ok(Counters::new()),
         }
     }
@@ -248,7 +304,9 @@ impl Controller {
     ) -> Result<String, StateError> {
         match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
-            VmState::Running => return Err(StateError::unsupported("hotplug on a running VM")),
+            VmState::Running | VmState::Paused => {
+                return Err(StateError::unsupported("hotplug on a running VM"))
+            }
             VmState::Created | VmState::Shutdown => {}
         }
         let mut config = self.config.clone().ok_or_else(StateError::not_created)?;
@@ -284,7 +342,9 @@ impl Controller {
     pub fn remove(&mut self, id: &str) -> Result<(), StateError> {
         match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
-            VmState::Running => return Err(StateError::unsupported("hot-unplug on a running VM")),
+            VmState::Running | VmState::Paused => {
+                return Err(StateError::unsupported("hot-unplug on a running VM"))
+            }
             VmState::Created | VmState::Shutdown => {}
         }
         let config = self.config.as_mut().ok_or_else(StateError::not_created)?;
@@ -312,7 +372,7 @@ impl Controller {
     /// Acts on a VM that ended on its own; returns the process exit status
     /// when the process should end (anything but a reboot, which boots again).
     pub fn vm_exited(&mut self, generation: u64, reason: &ExitReason) -> Option<i32> {
-        if generation != self.generation || self.state != VmState::Running {
+        if generation != self.generation || !self.booted() {
             return None;
         }
         // Reaps the machine's thread, which has ended or is ending.
@@ -331,9 +391,9 @@ impl Controller {
         Some(reason.status())
     }
 
-    /// Stops the VM if it runs (`vmm.shutdown`, signals).
+    /// Stops the VM if it runs or is paused (`vmm.shutdown`, signals).
     pub fn teardown(&mut self) {
-        if self.state == VmState::Running {
+        if self.booted() {
             self.backend.shutdown();
             self.state = VmState::Shutdown;
         }

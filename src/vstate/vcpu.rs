@@ -1,8 +1,6 @@
 //! A vCPU: its boot configuration (CPUID, MSRs, FPU, LAPIC, registers) and
 //! the run loop that dispatches port and MMIO exits to the buses.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use kvm_bindings::{
     CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
@@ -12,6 +10,7 @@ use nix::errno::Errno;
 use crate::boot::{cpu, cpuid, msr};
 use crate::devices::Bus;
 use crate::exit::{ExitHandle, ExitReason};
+use crate::vstate::gate::RunGate;
 use crate::vstate::vm::Vm;
 
 /// Errors while creating or configuring a vCPU.
@@ -87,9 +86,11 @@ impl Vcpu {
         cpu::setup_boot_vcpu(&self.fd, entry).map_err(|e| VcpuError::Cpu(self.id, e))
     }
 
-    /// Runs until `stop` is set or the guest does something that ends the VM.
-    pub fn run(mut self, buses: &Buses, exit: &ExitHandle, stop: &AtomicBool) {
-        while !stop.load(Ordering::Acquire) {
+    /// Runs until `gate` is stopped or the guest does something that ends
+    /// the VM; parks on `gate` while it is paused.
+    pub fn run(mut self, buses: &Buses, exit: &ExitHandle, gate: &RunGate) {
+        let _member = gate.enter(self.id);
+        while gate.checkpoint(self.id) {
             match self.fd.run() {
                 Ok(vexit) => {
                     if let Some(reason) = handle_exit(self.id, vexit, buses) {

@@ -27,6 +27,9 @@ pub(crate) struct Seen {
     /// (NIC id, what its descriptor's file holds), per boot.
     taps: Vec<(String, String)>,
     shutdowns: usize,
+    /// pause, resume, power-button, in order.
+    actions: Vec<&'static str>,
+    fail_pause: Option<String>,
     on_exit: Option<Box<dyn FnOnce(ExitReason) + Send>>,
     fail_boot: Option<String>,
 }
@@ -58,6 +61,25 @@ impl Backend for Fake {
         let mut seen = self.0.lock().unwrap();
         seen.shutdowns += 1;
         seen.on_exit = None;
+    }
+
+    fn pause(&mut self) -> Result<(), String> {
+        let mut seen = self.0.lock().unwrap();
+        if let Some(e) = seen.fail_pause.clone() {
+            return Err(e);
+        }
+        seen.actions.push("pause");
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), String> {
+        self.0.lock().unwrap().actions.push("resume");
+        Ok(())
+    }
+
+    fn power_button(&mut self) -> Result<(), String> {
+        self.0.lock().unwrap().actions.push("power-button");
+        Ok(())
     }
 
     fn counters(&self) -> Counters {
@@ -206,16 +228,15 @@ fn the_vm_goes_through_its_states() {
     );
     assert_error(rig.put("vm.reboot", None), 405, "not running");
     assert_error(rig.put("vm.pause", None), 405, "not running");
+    assert_error(rig.put("vm.resume", None), 405, "not paused");
+    assert_error(rig.put("vm.power-button", None), 405, "not running");
 
     assert_eq!(rig.put("vm.boot", None).status, 204);
     assert_eq!(rig.state(), "Running");
     assert_eq!(rig.seen.lock().unwrap().boots.len(), 1);
-    assert_error(rig.put("vm.boot", None), 405, "already running");
+    assert_error(rig.put("vm.boot", None), 405, "already booted");
     let counters: Value = serde_json::from_str(&rig.get("vm.counters").body.unwrap()).unwrap();
     assert_eq!(counters["0000:01:00.0"]["relayed_interrupts"], 7);
-    for unsupported in ["vm.pause", "vm.resume", "vm.power-button"] {
-        assert_error(rig.put(unsupported, None), 400, "is not supported yet");
-    }
     assert_error(
         rig.put("vm.resize", Some(r#"{"desired_vcpus": 2}"#)),
         400,
@@ -516,4 +537,5 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     }
 }
 
+mod pause;
 mod process;

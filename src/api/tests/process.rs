@@ -160,6 +160,20 @@ fn vmm_shutdown_tears_down_and_ends_with_0() {
 }
 
 #[test]
+fn vmm_shutdown_while_paused_tears_down_and_ends_with_0() {
+    let (status, seen) = serve_until("vmm-shutdown-paused", |sock, _, _| {
+        assert_eq!(send(sock, "vm.pause").status, 204);
+        assert_eq!(send(sock, "vmm.shutdown").status, 204);
+    });
+    assert_eq!(status, 0);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        (seen.actions.as_slice(), seen.shutdowns),
+        (&["pause"][..], 1)
+    );
+}
+
+#[test]
 fn a_guest_reboot_boots_again_and_a_poweroff_ends_with_0() {
     let (status, seen) = serve_until("poweroff", |_, seen, _| {
         let take = || -> Box<dyn FnOnce(ExitReason) + Send> {
