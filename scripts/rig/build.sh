@@ -17,7 +17,7 @@ L1_MODULES=(vfio vfio_iommu_type1 vfio_pci kvm_amd virtio_pci virtio_net e1000e 
 # L2 gets a module for every device vfio-vmm offers (modprobe --show-depends
 # resolves each one's dependencies and softdeps from modules.dep).
 L2_MODULES=(e1000e e1000 virtio_pci virtio_net uio_pci_generic snd_hda_intel snd_hda_codec_generic
-            virtio_blk virtio_rng vmw_vsock_virtio_transport nvme ext4)
+            virtio_blk virtio_rng vmw_vsock_virtio_transport nvme ext4 button evdev)
 
 say() { echo "rig-build: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }

@@ -6,8 +6,10 @@
 # vm.add-net (raw HTTP: tap=NAME; remote: fd=3, a tap descriptor that tapfd
 # opens, passed with SCM_RIGHTS), vm.boot,
 # vm.info says Running; L2 (api.l2.sh) drives the edu and serves vsock port
-# 1024, which L1 reaches; vmm.shutdown, exit 0. The second run takes the same
-# edu right after the first.
+# 1024, which L1 reaches; vm.pause: vm.info says Paused and L2's ticks stop
+# for 3 s; vm.resume: they go on. Raw HTTP ends paused with vmm.shutdown;
+# remote ends with vm.power-button (L2 powers off on KEY_POWER); exit 0 both
+# times. The second run takes the same edu right after the first.
 . /rig/lib.sh
 bdf=$(rig_find_pci 0x1234 0x11e8)
 [ -n "$bdf" ] || rig_fail "no edu device in L1"
@@ -56,6 +58,43 @@ api() { # api STEP: one step in the current mode
         remote:add-net) remote tapfd vtap0 3 add-net fd=3,id=net0 ;;
         http:boot) http PUT vm.boot ;;           remote:boot) remote boot ;;
         http:shutdown) http PUT vmm.shutdown ;;  remote:shutdown) remote shutdown-vmm ;;
+        http:pause) http PUT vm.pause ;;         remote:pause) remote pause ;;
+        http:resume) http PUT vm.resume ;;       remote:resume) remote resume ;;
+        http:power-button) http PUT vm.power-button ;; remote:power-button) remote power-button ;;
+    esac
+}
+ticks() { grep -c "RIG-L2: tick" "$out"; }
+wait_ticks() { # wait_ticks N: until L2 has printed more than N ticks (60 s)
+    _i=0
+    until [ "$(ticks)" -gt "$1" ]; do
+        [ $_i -lt 600 ] || rig_fail "$mode: L2 printed no tick after $1 in 60 s"
+        sleep 0.1; _i=$((_i + 1))
+    done
+}
+pause_resume() { # vm.pause stops L2's ticks, vm.resume lets them go on
+    wait_ticks 1
+    api pause || rig_fail "$mode: vm.pause failed: $(tail -n1 "$RIG_TMP/answer")"
+    { api info && grep -q '"state": *"Paused"' "$RIG_TMP/answer"; } || rig_fail "$mode: vm.info does not say Paused"
+    api pause && rig_fail "$mode: a second vm.pause was accepted"
+    grep -q "405" "$RIG_TMP/answer" || rig_fail "$mode: a second vm.pause did not answer 405"
+    before=$(ticks)
+    sleep 3
+    after=$(ticks)
+    [ "$before" = "$after" ] || rig_fail "$mode: L2 printed $((after - before)) ticks while paused"
+    api resume || rig_fail "$mode: vm.resume failed: $(tail -n1 "$RIG_TMP/answer")"
+    { api info && grep -q '"state": *"Running"' "$RIG_TMP/answer"; } || rig_fail "$mode: vm.info does not say Running after vm.resume"
+    wait_ticks "$after"
+    rig_say "$mode: paused at tick $before, none for 3 s; resumed: tick $(ticks)"
+}
+end_vm() { # http: vmm.shutdown while paused; remote: the power button
+    case $mode in
+        http)
+            api pause || rig_fail "$mode: vm.pause failed"
+            api shutdown || rig_fail "$mode: vmm.shutdown while paused failed"
+            ;;
+        remote)
+            api power-button || rig_fail "$mode: vm.power-button failed"
+            ;;
     esac
 }
 kata() { # kata MODE: the whole sequence
@@ -83,14 +122,17 @@ kata() { # kata MODE: the whole sequence
     printf 'CONNECT 1024\n' | socat -t 10 - UNIX-CONNECT:"$RIG_TMP/v.sock" > "$RIG_TMP/vsock.out" 2>&1
     rig_say "$mode: vsock port 1024 says: $(tr '\n' ' ' < "$RIG_TMP/vsock.out")"
     grep -q "^api-ok $token edu-ok$" "$RIG_TMP/vsock.out" || rig_fail "$mode: no answer from L2 on vsock port 1024"
-    api shutdown || rig_fail "$mode: vmm.shutdown failed"
+    pause_resume
+    end_vm
     wait $pid
     rc=$?
     sed "s/^/[vmm-$mode] /" "$out"
-    [ $rc = 0 ] || rig_fail "$mode: vfio-vmm exited $rc after vmm.shutdown"
+    [ $rc = 0 ] || rig_fail "$mode: vfio-vmm exited $rc after $mode's end"
     [ ! -e "$S" ] || rig_fail "$mode: the API socket is left behind"
     grep -q "^$bdf BAR0: .*trapped accesses: 0 reads, 0 writes" "$out" || rig_fail "$mode: no clean BAR0 report for $bdf"
+    [ "$mode" = http ] || { grep -q "RIG-L2: KEY_POWER" "$out" && grep -q "guest powered off" "$out"; } ||
+        rig_fail "$mode: L2 did not power off on the power button"
 }
 kata http
 kata remote
-rig_say "Kata's sequence passed over raw HTTP and with vfio-vmm remote"
+rig_say "Kata's sequence passed over raw HTTP and with vfio-vmm remote, with pause/resume, vmm.shutdown while paused and the power button"
