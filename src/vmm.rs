@@ -65,6 +65,16 @@ impl Machine {
         &self.vcpus
     }
 
+    /// The gate that pauses and resumes the vCPUs once the machine runs.
+    pub fn run_gate(&self) -> Arc<RunGate> {
+        self.gate.clone()
+    }
+
+    /// The exit latch: a request on it ends [`Machine::run`].
+    pub fn exit_handle(&self) -> Arc<ExitHandle> {
+        self.exit.clone()
+    }
+
     /// The buses, so that callers can add devices before the VM runs.
     pub fn buses_mut(&mut self) -> &mut Buses {
         &mut self.buses

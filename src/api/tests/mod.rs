@@ -537,5 +537,6 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     }
 }
 
+mod notes;
 mod pause;
 mod process;
