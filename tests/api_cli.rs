@@ -271,8 +271,23 @@ fn a_vm_boots_reboots_and_shuts_down_through_the_api() {
         &remote(&sock, &["add-net", "tap=vmmtest1"]),
         "hotplug on a running VM is not supported yet",
     );
+    ok(&remote(&sock, &["pause"]));
+    assert!(ok(&remote(&sock, &["info"])).contains("\"state\": \"Paused\""));
+    fails(
+        &remote(&sock, &["pause"]),
+        "error 405: the VM is already paused",
+    );
+    ok(&remote(&sock, &["power-button"]));
+    ok(&remote(&sock, &["resume"]));
+    assert!(ok(&remote(&sock, &["info"])).contains("\"state\": \"Running\""));
+    fails(
+        &remote(&sock, &["resume"]),
+        "error 405: the VM is not paused",
+    );
+    ok(&remote(&sock, &["pause"]));
     ok(&remote(&sock, &["reboot"]));
     assert!(ok(&remote(&sock, &["info"])).contains("\"state\": \"Running\""));
+    ok(&remote(&sock, &["pause"]));
     ok(&remote(&sock, &["shutdown"]));
     assert!(ok(&remote(&sock, &["info"])).contains("\"state\": \"Shutdown\""));
     ok(&remote(&sock, &["boot"]));

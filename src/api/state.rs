@@ -167,8 +167,12 @@ impl Controller {
     pub fn boot(&mut self) -> Result<(), StateError> {
         match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
-            VmState::Running | VmState::Paused => {
-                return Err(StateError::new(405, "the VM is already booted"))
+            VmState::Running => return Err(StateError::new(405, "the VM is already running")),
+            VmState::Paused => {
+                return Err(StateError::new(
+                    405,
+                    "the VM is already booted (paused): send vm.resume",
+                ))
             }
             VmState::Created | VmState::Shutdown => {}
         }

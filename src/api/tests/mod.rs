@@ -234,7 +234,7 @@ fn the_vm_goes_through_its_states() {
     assert_eq!(rig.put("vm.boot", None).status, 204);
     assert_eq!(rig.state(), "Running");
     assert_eq!(rig.seen.lock().unwrap().boots.len(), 1);
-    assert_error(rig.put("vm.boot", None), 405, "already booted");
+    assert_error(rig.put("vm.boot", None), 405, "already running");
     let counters: Value = serde_json::from_str(&rig.get("vm.counters").body.unwrap()).unwrap();
     assert_eq!(counters["0000:01:00.0"]["relayed_interrupts"], 7);
     assert_error(
