@@ -38,6 +38,7 @@
 //! fs, pmem, ...). Fields cloud-hypervisor does not define are refused.
 
 mod disks;
+mod sizing;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,9 +47,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::device::parse_bdf;
-use super::{check_cpus, check_id, ConfigError, DeviceConfig, MemoryConfig, NetConfig};
+use super::{check_id, ConfigError, DeviceConfig, MemoryConfig, NetConfig};
 use super::{PayloadConfig, PitConfig, RngConfig, SerialConfig, VmConfig};
 use disks::{disk, disk_json, vsock, vsock_json, DiskJson, VsockJson};
+use sizing::{cpus, memory, CpusJson, MemoryJson};
 
 /// Fields of an object that no struct below takes.
 type Rest = BTreeMap<String, Value>;
@@ -79,26 +81,6 @@ const VM_FIELDS: &[Ignorable] = &[
     ("landlock_rules", &["[]"]),
 ];
 const PAYLOAD_FIELDS: &[Ignorable] = &[("firmware", &[]), ("igvm", &[]), ("host_data", &[])];
-const CPUS_FIELDS: &[Ignorable] = &[
-    ("topology", &[]),
-    ("kvm_hyperv", &["false"]),
-    ("max_phys_bits", &[]),
-    ("nested", &["true"]),
-    ("affinity", &["[]"]),
-    ("features", &["{}"]),
-    ("core_scheduling", &[r#""Vm""#]),
-];
-const MEMORY_FIELDS: &[Ignorable] = &[
-    ("hotplug_size", &["0"]),
-    ("hotplugged_size", &["0"]),
-    ("hotplug_method", &[r#""Acpi""#]),
-    ("shared", &["false"]),
-    ("hugepage_size", &["2097152"]),
-    ("prefault", &["false"]),
-    ("reserve", &["false"]),
-    ("thp", &["true"]),
-    ("zones", &["[]"]),
-];
 const SERIAL_FIELDS: &[Ignorable] = &[("socket", &[])];
 const DEVICE_FIELDS: &[Ignorable] = &[
     ("iommu", &["false"]),
@@ -159,27 +141,6 @@ struct PayloadJson {
     cmdline: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     initramfs: Option<PathBuf>,
-    #[serde(flatten)]
-    rest: Rest,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CpusJson {
-    boot_vcpus: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_vcpus: Option<u64>,
-    #[serde(flatten)]
-    rest: Rest,
-}
-
-#[derive(Serialize, Deserialize)]
-struct MemoryJson {
-    /// Bytes.
-    size: u64,
-    #[serde(default)]
-    hugepages: bool,
-    #[serde(default)]
-    mergeable: bool,
     #[serde(flatten)]
     rest: Rest,
 }
@@ -315,12 +276,14 @@ impl VmConfig {
             cpus: Some(CpusJson {
                 boot_vcpus: u64::from(self.cpus),
                 max_vcpus: Some(u64::from(self.cpus)),
+                topology: None,
                 rest: Rest::new(),
             }),
             memory: Some(MemoryJson {
                 size: self.memory.size,
                 hugepages: self.memory.hugepages,
                 mergeable: self.memory.mergeable,
+                hotplug_size: None,
                 rest: Rest::new(),
             }),
             serial: Some(serial_json(&self.serial)),
@@ -340,31 +303,6 @@ impl VmConfig {
         // Plain structs, maps with string keys and strings: this cannot fail.
         serde_json::to_string_pretty(&vm).unwrap_or_default()
     }
-}
-
-fn cpus(c: CpusJson) -> Result<u8, ConfigError> {
-    check_rest("cpus", &c.rest, CPUS_FIELDS)?;
-    if let Some(max) = c.max_vcpus.filter(|&m| m > c.boot_vcpus) {
-        // Kata sends max_vcpus above boot_vcpus by default; nothing hotplugs
-        // them here, so the guest simply keeps boot_vcpus.
-        log::info!("config: cpus.max_vcpus {max} is above boot_vcpus {}: CPU hotplug is absent, booting {0}", c.boot_vcpus);
-    }
-    if let Some(max) = c.max_vcpus.filter(|&m| m < c.boot_vcpus) {
-        return Err(ConfigError::CpuHotplug {
-            boot: c.boot_vcpus,
-            max,
-        });
-    }
-    check_cpus(c.boot_vcpus)
-}
-
-fn memory(m: MemoryJson) -> Result<MemoryConfig, ConfigError> {
-    check_rest("memory", &m.rest, MEMORY_FIELDS)?;
-    Ok(MemoryConfig {
-        size: m.size,
-        hugepages: m.hugepages,
-        mergeable: m.mergeable,
-    })
 }
 
 fn serial(s: SerialJson) -> Result<SerialConfig, ConfigError> {

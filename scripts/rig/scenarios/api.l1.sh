@@ -21,10 +21,12 @@ token=$(rig_token)
 cat > "$RIG_TMP/vm.json" << END
 {"payload": {"kernel": "$RIG_L2_KERNEL", "initramfs": "$RIG_L2_INITRD",
              "cmdline": "console=ttyS0 panic=-1${RIG_L2_KARGS:+ $RIG_L2_KARGS} rig.token=$token"},
- "cpus": {"boot_vcpus": 1, "max_vcpus": 1}, "memory": {"size": 268435456},
+ "cpus": {"boot_vcpus": 1, "max_vcpus": 4, "kvm_hyperv": false,
+          "topology": {"threads_per_core": 1, "cores_per_die": 4, "dies_per_package": 1, "packages": 1}},
+ "memory": {"size": 268435456, "shared": false, "hugepages": false, "hotplug_size": 2147483648},
  "serial": {"mode": "Tty"}, "console": {"mode": "Off"},
  "devices": [{"path": "/sys/bus/pci/devices/$bdf", "id": "edu0"}],
- "disks": [{"path": "$RIG_TMP/ro.img", "readonly": true, "id": "ro0"}],
+ "disks": [{"path": "$RIG_TMP/ro.img", "readonly": true, "image_type": "Raw", "id": "ro0"}],
  "vsock": {"cid": 3, "socket": "$RIG_TMP/v.sock"}, "rng": {"src": "/dev/urandom"}}
 END
 http() { # http METHOD ENDPOINT [BODY-FILE]: raw HTTP/1.1; the answer in $RIG_TMP/answer, its status in $code

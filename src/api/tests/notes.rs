@@ -61,23 +61,21 @@ fn orchestrator_fields_get_the_answers_the_readme_lists() {
     let rig = Rig::new("orchestrator-fields", Limits::default());
     let accepted = [
         r#""cpus": {"boot_vcpus": 1, "max_vcpus": 4, "kvm_hyperv": false}"#,
+        r#""cpus": {"boot_vcpus": 1, "max_vcpus": 4, "topology": {"threads_per_core": 1, "cores_per_die": 4, "dies_per_package": 1, "packages": 1}}"#,
         r#""memory": {"size": 268435456, "hugepages": false, "mergeable": false, "thp": true, "prefault": false, "hotplug_method": "Acpi", "shared": false}"#,
+        r#""memory": {"size": 268435456, "shared": false, "hotplug_size": 17179869184}"#,
         r#""serial": {"mode": "Off"}, "console": {"mode": "Off"}"#,
         r#""iommu": false, "watchdog": false, "pvpanic": false, "platform": {"num_pci_segments": 1}"#,
         r#""rng": {"src": "/dev/urandom"}"#,
     ];
     let refused = [
         (
-            r#""cpus": {"boot_vcpus": 1, "topology": {"threads_per_core": 1, "cores_per_die": 1, "dies_per_package": 1, "packages": 1}}"#,
-            "cpus.topology",
+            r#""cpus": {"boot_vcpus": 2, "topology": {"threads_per_core": 2, "cores_per_die": 1, "dies_per_package": 1, "packages": 1}}"#,
+            "cpus.topology.threads_per_core",
         ),
         (
             r#""memory": {"size": 268435456, "shared": true}"#,
             "memory.shared",
-        ),
-        (
-            r#""memory": {"size": 268435456, "hotplug_size": 1073741824}"#,
-            "memory.hotplug_size",
         ),
         (r#""serial": {"mode": "Pty"}"#, "serial.mode"),
         (r#""console": {"mode": "Pty"}"#, "console"),
