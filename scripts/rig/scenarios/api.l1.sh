@@ -1,7 +1,7 @@
 #!/bin/sh
 # Scenario api: Kata's sequence on vfio-vmm's control API, twice: once in raw
 # HTTP/1.1 (socat on the UNIX socket), once with `vfio-vmm remote`. Start
-# `vfio-vmm --api-socket`, ping until it answers, vm.create (payload, the edu
+# `vfio-vmm --api-socket`, ping until it answers, vm.create shaped like Kata's (payload, max_vcpus 4 over 1 boot vCPU with a topology, hotplug_size, the edu
 # in devices[], a read-only disk, vsock, rng), vm.info says Created,
 # vm.add-net (raw HTTP: tap=NAME; remote: fd=3, a tap descriptor that tapfd
 # opens, passed with SCM_RIGHTS), vm.boot,
