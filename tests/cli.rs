@@ -347,3 +347,28 @@ fn a_disk_image_the_device_refuses_is_named_before_kvm() {
     std::fs::remove_file(img).unwrap();
     std::fs::remove_file(k).unwrap();
 }
+
+#[test]
+fn a_disk_said_to_be_qcow2_that_is_not_is_refused_before_kvm() {
+    let k = fake_kernel("disk-not-qcow2");
+    let img = zeros("disk-not-qcow2.img");
+    let i = img.display().to_string();
+    let disk = format!("path={i},format=qcow2");
+    let err = run_fails(&["--kernel", k.to_str().unwrap(), "--disk", &disk]);
+    assert!(
+        err.contains(&format!("disk image {i} is not a qcow2 image")) && err.contains("format=raw"),
+        "{err}"
+    );
+    let err = run_fails(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--disk",
+        &format!("path={i},format=vmdk"),
+    ]);
+    assert!(
+        err.contains("format=vmdk: use format=raw or format=qcow2"),
+        "{err}"
+    );
+    std::fs::remove_file(img).unwrap();
+    std::fs::remove_file(k).unwrap();
+}

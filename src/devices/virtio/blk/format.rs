@@ -31,7 +31,8 @@ fn has_qcow2_magic(file: &File) -> io::Result<bool> {
 
 /// The format to open `file` (the image at `path`) as, given the format
 /// the user `stated`; `Ok((format, probed))`, `probed` telling that the
-/// image's bytes chose it. `file` must not be O_DIRECT (it reads 4 bytes).
+/// image's bytes chose it (see [`say_probed`]). `file` must not be O_DIRECT
+/// (it reads 4 bytes).
 pub(super) fn choose(
     path: &Path,
     file: &File,
@@ -46,22 +47,30 @@ pub(super) fn choose(
         Some(Format::Raw) => Ok((Format::Raw, false)),
         Some(Format::Qcow2) if has_qcow2_magic(file).map_err(header)? => Ok((Format::Qcow2, false)),
         Some(Format::Qcow2) => Err(ImageError::NotQcow2(path.to_path_buf())),
-        None if has_qcow2_magic(file).map_err(header)? => {
-            info!(
-                "disk image {}: probed qcow2; give format=qcow2 to skip probing",
-                path.display()
-            );
-            Ok((Format::Qcow2, true))
-        }
-        None => {
-            warn!(
-                "disk image {}: no format given, probed raw; specify format=raw (JSON: \
-                 \"image_type\": \"Raw\") to make writes to block 0 safe: until then, guest \
-                 writes that would put a qcow2 header there are refused",
-                path.display()
-            );
-            Ok((Format::Raw, true))
-        }
+        None if has_qcow2_magic(file).map_err(header)? => Ok((Format::Qcow2, true)),
+        None => Ok((Format::Raw, true)),
+    }
+}
+
+/// Logs that the image at `path`, opened, had its format probed: QEMU's
+/// warning for a writable raw image, a note otherwise (a guest cannot
+/// write the header of a read-only one).
+pub(super) fn say_probed(path: &Path, format: Format, readonly: bool) {
+    match format {
+        Format::Raw if readonly => info!(
+            "disk image {}: probed raw (read-only); give format=raw to skip probing",
+            path.display()
+        ),
+        Format::Qcow2 => info!(
+            "disk image {}: probed qcow2; give format=qcow2 to skip probing",
+            path.display()
+        ),
+        Format::Raw => warn!(
+            "disk image {}: no format given, probed raw; specify format=raw (JSON: \
+             \"image_type\": \"Raw\") to make writes to block 0 safe: until then, guest \
+             writes that would put a qcow2 header there are refused",
+            path.display()
+        ),
     }
 }
 

@@ -92,7 +92,7 @@ fn the_guard_sees_the_magic_however_the_write_is_cut() {
     let file = std::fs::File::open(&path).unwrap();
     assert!(write_makes_qcow2(&file, 2, &[b'I', 0xfb]).unwrap());
     assert!(write_makes_qcow2(&file, 2, &[b'I', 0xfb, 0, 0]).unwrap());
-    assert!(!write_makes_qcow2(&file, 2, &[b'I']).unwrap());
+    assert!(!write_makes_qcow2(&file, 2, b"I").unwrap());
     assert!(!write_makes_qcow2(&file, 4, &QCOW2_MAGIC).unwrap());
     assert!(!write_makes_qcow2(&file, 0, &[]).unwrap());
     assert!(write_makes_qcow2(&file, 0, &QCOW2_MAGIC).unwrap());

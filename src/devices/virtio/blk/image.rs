@@ -278,6 +278,9 @@ impl DiskImage {
                 size,
             });
         }
+        if probed {
+            format::say_probed(path, format, readonly);
+        }
         Ok(DiskImage {
             path: path.to_path_buf(),
             backend,
