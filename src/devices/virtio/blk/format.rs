@@ -93,3 +93,12 @@ pub(super) fn write_makes_qcow2(file: &File, offset: u64, buf: &[u8]) -> io::Res
     }
     Ok(head == QCOW2_MAGIC)
 }
+
+/// The error a write that [`write_makes_qcow2`] caught gets (the guest sees IOERR).
+pub(super) fn refused_header() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "the write would put a qcow2 header into block 0 of a raw image whose format was \
+         probed; give format=raw to allow it",
+    )
+}

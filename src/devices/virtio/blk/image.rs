@@ -338,14 +338,10 @@ impl DiskImage {
         if self.readonly {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
         }
+        if self.probed_raw && format::write_makes_qcow2(&self.lock_file, offset, buf)? {
+            return Err(format::refused_header());
+        }
         match &self.backend {
-            Backend::Raw(_) if self.probed_raw && format::write_makes_qcow2(&self.lock_file, offset, buf)? => {
-                Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "the write would put a qcow2 header into block 0 of a raw image whose format was \
-                     probed; give format=raw to allow it",
-                ))
-            }
             Backend::Raw(file) => write_all_at(file, offset, buf),
             Backend::Qcow2(q) => q.write(buf, offset),
         }
