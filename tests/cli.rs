@@ -250,7 +250,10 @@ fn a_missing_disk_image_is_named_before_anything_is_opened() {
 }
 
 /// Takes an OFD lock on the whole of `file`, as another VMM would: a write
-/// lock for a writable image, a read lock for a read-only one.
+/// lock for a writable image, a read lock for a read-only one. A lock just
+/// dropped can outlive its file for a moment: another test's fork holds a
+/// copy of every descriptor until its exec closes them, so a conflict is
+/// retried for up to a second.
 fn ofd_lock(file: &std::fs::File, write: bool) {
     let lock_type = if write { libc::F_WRLCK } else { libc::F_RDLCK };
     let flock = libc::flock {
@@ -261,7 +264,15 @@ fn ofd_lock(file: &std::fs::File, write: bool) {
         l_len: 0,
         l_pid: 0,
     };
-    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&flock)).unwrap();
+    for _ in 0..100 {
+        match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&flock)) {
+            Err(nix::errno::Errno::EAGAIN) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            r => return r.map(drop).unwrap(),
+        }
+    }
+    panic!("the image stayed locked for a second");
 }
 
 #[test]
