@@ -10,14 +10,30 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use log::{info, warn};
 use nix::sys::uio::pread;
+use thiserror::Error;
 
 pub use crate::config::ImageFormat as Format;
 
-use super::image::ImageError;
+/// Errors choosing an image's format.
+#[derive(Debug, Error)]
+pub enum FormatError {
+    /// The user said qcow2 but the file does not start with the qcow2 magic.
+    #[error("disk image {0} is not a qcow2 image (it does not start with the qcow2 magic QFI\\xfb); give format=raw (JSON: \"image_type\": \"Raw\") if it is a raw image")]
+    NotQcow2(PathBuf),
+    /// The first bytes could not be read.
+    #[error("disk image {path}: read the header: {source}")]
+    Header {
+        /// The image.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// The first bytes of a qcow2 file.
 pub(super) const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
@@ -37,16 +53,15 @@ pub(super) fn choose(
     path: &Path,
     file: &File,
     stated: Option<Format>,
-) -> Result<(Format, bool), ImageError> {
-    let header = |source| ImageError::Os {
+) -> Result<(Format, bool), FormatError> {
+    let header = |source| FormatError::Header {
         path: path.to_path_buf(),
-        what: "read the header",
         source,
     };
     match stated {
         Some(Format::Raw) => Ok((Format::Raw, false)),
         Some(Format::Qcow2) if has_qcow2_magic(file).map_err(header)? => Ok((Format::Qcow2, false)),
-        Some(Format::Qcow2) => Err(ImageError::NotQcow2(path.to_path_buf())),
+        Some(Format::Qcow2) => Err(FormatError::NotQcow2(path.to_path_buf())),
         None if has_qcow2_magic(file).map_err(header)? => Ok((Format::Qcow2, true)),
         None => Ok((Format::Raw, true)),
     }

@@ -6,7 +6,7 @@
 use std::io;
 
 use super::format::{write_makes_qcow2, QCOW2_MAGIC};
-use super::image::{DiskImage, Format, ImageError};
+use super::image::{DiskImage, Format, FormatError, ImageError};
 use super::image_tests::{make_qcow2, pattern, TempDir};
 use super::{Block, DiskOptions};
 
@@ -46,7 +46,10 @@ fn a_stated_qcow2_format_refuses_a_file_that_is_not() {
     let dir = TempDir::new("fmt-qcow2");
     let raw = dir.file("disk.raw", &pattern(8192));
     let err = DiskImage::open_as(&raw, true, false, Some(Format::Qcow2)).unwrap_err();
-    assert!(matches!(err, ImageError::NotQcow2(_)), "{err}");
+    assert!(
+        matches!(err, ImageError::Format(FormatError::NotQcow2(_))),
+        "{err}"
+    );
     let text = err.to_string();
     assert!(
         text.contains("is not a qcow2 image") && text.contains("format=raw"),
@@ -54,7 +57,10 @@ fn a_stated_qcow2_format_refuses_a_file_that_is_not() {
     );
     let empty = dir.file("empty.img", &[]);
     let err = DiskImage::open_as(&empty, true, false, Some(Format::Qcow2)).unwrap_err();
-    assert!(matches!(err, ImageError::NotQcow2(_)), "{err}");
+    assert!(
+        matches!(err, ImageError::Format(FormatError::NotQcow2(_))),
+        "{err}"
+    );
     let path = dir.0.join("disk.qcow2");
     make_qcow2(&path, 1 << 20, None);
     let img = DiskImage::open_as(&path, true, false, Some(Format::Qcow2)).unwrap();

@@ -33,7 +33,7 @@ use nix::unistd::fdatasync;
 use thiserror::Error;
 
 use super::format;
-pub use super::format::Format;
+pub use super::format::{Format, FormatError};
 
 /// Bytes in a sector, the unit of virtio-blk addresses.
 pub const SECTOR_SIZE: u64 = 512;
@@ -94,9 +94,9 @@ pub enum ImageError {
         /// Its size in bytes.
         size: u64,
     },
-    /// The user said qcow2 but the file does not start with the qcow2 magic.
-    #[error("disk image {0} is not a qcow2 image (it does not start with the qcow2 magic QFI\\xfb); give format=raw (JSON: \"image_type\": \"Raw\") if it is a raw image")]
-    NotQcow2(PathBuf),
+    /// The format stated does not fit the image, or its header cannot be read.
+    #[error(transparent)]
+    Format(#[from] FormatError),
     /// imago could not open the qcow2 image (corrupt, a backing file, an unsupported feature).
     #[error("qcow2 image {path}: {source}; vfio-vmm opens no qcow2 backing or data files (they would go unlocked): check it with `qemu-img check`, or flatten it with `qemu-img convert -O raw {path} OUT.raw`")]
     Qcow2 {
