@@ -4,10 +4,11 @@
 #   root creates user rig (uid 1000; L1's busybox has no adduser, so the
 #   entries go into /etc/passwd and /etc/group), `host check --user rig`
 #   lists what rig lacks, `host bind --owner rig` gives it /dev/vfio/N (0600),
-#   /dev/kvm goes to group kvm (0660) with rig in it, and `ulimit -l` raises
-#   the memlock limit before su drops to rig; then `host check --user rig`
-#   passes, as root and as rig.
-# As rig: without the raised limit, run fails with the memlock error. Run 1
+#   /dev/kvm goes to group kvm (0660) with rig in it, tunctl makes tap utap0
+#   for rig, and `ulimit -l` raises the memlock limit before su drops to rig;
+#   then `host check --user rig --tap utap0` passes, as root and as rig.
+# As rig: without the raised limit, run fails with the memlock error, and
+# without the tap made for it, with the tap error. Run 1
 # (L2 loops edu DMA and disk writes) is checked to run as uid 1000 with an
 # empty CapEff, then SIGKILLed mid-I/O; run 2 starts at once on the same edu
 # and image and must pass edu-probe (DMA, 100 INTx) and a disk write/read.
@@ -38,18 +39,27 @@ as_rig() { # as_rig CMD: CMD run by rig through su (busybox), with root's enviro
     su -p -s /bin/sh rig -c "$1"
 }
 
-check before vfio-vmm host check --user rig --memory ${mib}M "$bdf"
+modprobe tun || rig_fail "modprobe tun failed"
+check before vfio-vmm host check --user rig --memory ${mib}M --tap utap0 "$bdf"
 [ "$rc" = 1 ] || rig_fail "host check --user rig passed before rig was given anything"
 grep -q "^fail /dev/kvm: rig (uid 1000) cannot read and write it.*usermod -aG" "$RIG_TMP/before.check" ||
     rig_fail "host check --user did not report /dev/kvm with its fix"
+grep -q "^fail tap utap0: does not exist, and rig cannot create it.*ip tuntap add dev utap0 mode tap user rig" "$RIG_TMP/before.check" ||
+    rig_fail "host check --user did not report the missing tap with its fix"
 
 vfio-vmm host bind --owner rig "$bdf" | sed 's/^/RIG-L1: bind: /'
 [ "$(stat -c '%u %a' "$node")" = "1000 600" ] ||
     rig_fail "$node is $(stat -c '%u %a' "$node") after bind --owner rig, not 1000 600"
 echo "kvm:x:1001:rig" >> /etc/group
 { chgrp 1001 /dev/kvm && chmod 0660 /dev/kvm; } || rig_fail "cannot give /dev/kvm to group kvm"
+run_tap() { as_rig "vfio-vmm run --kernel $RIG_L2_KERNEL --initramfs $RIG_L2_INITRD --memory 64M --net tap=utap0" > "$RIG_TMP/tap.run" 2>&1; }
+run_tap && rig_fail "vfio-vmm run as rig created tap utap0 without CAP_NET_ADMIN"
+rig_say "run with a tap rig may not create: $(cat "$RIG_TMP/tap.run")"
+grep -q "tap utap0: not permitted to create it.*ip tuntap add dev utap0 mode tap user" "$RIG_TMP/tap.run" ||
+    rig_fail "run as rig did not give the tap error"
+{ tunctl -u 1000 -t utap0 > /dev/null && ip link set utap0 up; } || rig_fail "cannot make tap utap0 for rig"
 
-check root vfio-vmm host check --user rig --memory ${mib}M "$bdf"
+check root vfio-vmm host check --user rig --memory ${mib}M --tap utap0 "$bdf"
 [ "$rc" = 0 ] || rig_fail "host check --user rig (as root) still fails: $(grep '^fail' "$RIG_TMP/root.check" | head -n1)"
 grep -q "^warn memlock: rig's RLIMIT_MEMLOCK is not knowable" "$RIG_TMP/root.check" ||
     rig_fail "host check --user rig (as root) did not say it cannot know rig's memlock limit"
@@ -65,14 +75,14 @@ grep -q "RLIMIT_MEMLOCK is .*ulimit -l $kib" "$RIG_TMP/low.run" || rig_fail "run
 # From here on rig's limit is exactly the guest's RAM: what `host check` says is enough.
 # shellcheck disable=SC3045 # busybox ash's ulimit has -l (soft and hard limit)
 ulimit -l $kib || rig_fail "ulimit -l $kib failed"
-check self as_rig "vfio-vmm host check --user rig --memory ${mib}M $bdf"
+check self as_rig "vfio-vmm host check --user rig --memory ${mib}M --tap utap0 $bdf"
 [ "$rc" = 0 ] || rig_fail "host check as rig fails: $(grep '^fail' "$RIG_TMP/self.check" | head -n1)"
 grep -q "^ok   memlock: RLIMIT_MEMLOCK 256 MiB covers 256 MiB" "$RIG_TMP/self.check" ||
     rig_fail "host check as rig did not find the raised memlock limit"
 
 guest() { # guest TAG PHASE: one run as rig of L2 with the edu and the scratch image
     rig_vmm "$1" su -p -s /bin/sh rig -c "exec vfio-vmm run --kernel $RIG_L2_KERNEL --initramfs $RIG_L2_INITRD \
-        --cpus 1 --memory ${mib}M --device $bdf --disk path=$img \
+        --cpus 1 --memory ${mib}M --device $bdf --disk path=$img --net tap=utap0 \
         --cmdline 'console=ttyS0 panic=-1${RIG_L2_KARGS:+ $RIG_L2_KARGS} rig.phase=$2 rig.token=$token'"
 }
 # L2 says "sample" once its DMA and disk loops are going: record who runs vfio-vmm, then kill it.
