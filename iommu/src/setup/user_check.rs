@@ -78,6 +78,9 @@ pub fn check_user(
     }
     findings.push(node(host, "/dev/kvm", account, myself, None));
     findings.push(memlock(host, user, memory, myself));
+    if !user.taps.is_empty() {
+        findings.push(node(host, "/dev/net/tun", account, myself, None));
+    }
     findings.extend(taps(&host.sysfs, user));
     findings
 }
@@ -118,7 +121,7 @@ fn node(host: &Host, rel: &str, account: &Account, myself: bool, bdf: Option<Bdf
     Finding::fail(
         rel,
         format!("{who} cannot read and write it: {facts}{how}"),
-        denied_fix(rel, bdf, account, meta.gid()),
+        denied_fix(rel, bdf, account, meta.gid(), meta.mode()),
     )
 }
 
@@ -150,6 +153,7 @@ fn missing_fix(rel: &str, bdf: Option<Bdf>, account: &Account) -> String {
             "enable VT-x/AMD-V (SVM) in the firmware setup and load kvm_intel or kvm_amd"
                 .to_string()
         }
+        ("/dev/net/tun", _) => "load the tun module (`modprobe tun`)".to_string(),
         (_, Some(bdf)) => format!(
             "bind the device: `vfio-vmm host bind --owner {} {bdf}` (as root)",
             account.name
@@ -158,13 +162,17 @@ fn missing_fix(rel: &str, bdf: Option<Bdf>, account: &Account) -> String {
     }
 }
 
-fn denied_fix(rel: &str, bdf: Option<Bdf>, account: &Account, gid: u32) -> String {
+fn denied_fix(rel: &str, bdf: Option<Bdf>, account: &Account, gid: u32, mode: u32) -> String {
     let name = &account.name;
     match (rel, bdf) {
-        ("/dev/kvm", _) => format!(
+        ("/dev/kvm", _) if gid != 0 && mode & 0o060 == 0o060 => format!(
             "add {name} to group {} (`usermod -aG {} {name}`, then log in again), or `setfacl -m u:{name}:rw /dev/kvm`",
             group_name(gid),
             Group::from_gid(gid.into()).ok().flatten().map_or_else(|| gid.to_string(), |g| g.name)
+        ),
+        ("/dev/kvm", _) => format!(
+            "give /dev/kvm to a kvm group as udev's default rules do (`groupadd -r kvm; chgrp kvm /dev/kvm; chmod 0660 /dev/kvm`, \
+             for good `KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\"` in /etc/udev/rules.d) and `usermod -aG kvm {name}`; or `setfacl -m u:{name}:rw /dev/kvm`"
         ),
         (_, Some(bdf)) => format!(
             "`vfio-vmm host bind --owner {name} {bdf}` (as root; chowns {rel} to {name}, mode 0600)"

@@ -4,7 +4,8 @@
 #   root creates user rig (uid 1000; L1's busybox has no adduser, so the
 #   entries go into /etc/passwd and /etc/group), `host check --user rig`
 #   lists what rig lacks, `host bind --owner rig` gives it /dev/vfio/N (0600),
-#   /dev/kvm goes to group kvm (0660) with rig in it, tunctl makes tap utap0
+#   /dev/kvm goes to group kvm (0660) with rig in it, /dev/net/tun gets
+#   udev's 0666 (L1 has no udev), tunctl makes tap utap0
 #   for rig, and `ulimit -l` raises the memlock limit before su drops to rig;
 #   then `host check --user rig --tap utap0` passes, as root and as rig.
 # As rig: without the raised limit, run fails with the memlock error, and
@@ -26,7 +27,8 @@ dd if=/dev/zero of="$img" bs=1M count=16 2> /dev/null
 chown 1000:1000 "$img"
 group=$(readlink "/sys/bus/pci/devices/$bdf/iommu_group")
 node=/dev/vfio/${group##*/}
-trap 'chgrp 0 /dev/kvm; chmod 0600 /dev/kvm' EXIT
+tunmode=$(stat -c %a /dev/net/tun 2> /dev/null)
+trap 'chgrp 0 /dev/kvm; chmod 0600 /dev/kvm; [ -z "$tunmode" ] || chmod "$tunmode" /dev/net/tun' EXIT
 
 check() { # check TAG CMD...: a host check; its lines go to the log, its status to $rc
     _t=$1
@@ -52,6 +54,8 @@ vfio-vmm host bind --owner rig "$bdf" | sed 's/^/RIG-L1: bind: /'
     rig_fail "$node is $(stat -c '%u %a' "$node") after bind --owner rig, not 1000 600"
 echo "kvm:x:1001:rig" >> /etc/group
 { chgrp 1001 /dev/kvm && chmod 0660 /dev/kvm; } || rig_fail "cannot give /dev/kvm to group kvm"
+# /dev/net/tun: udev makes it 0666; L1 has no udev and the kernel makes it 0600.
+chmod 0666 /dev/net/tun || rig_fail "cannot chmod /dev/net/tun"
 run_tap() { as_rig "vfio-vmm run --kernel $RIG_L2_KERNEL --initramfs $RIG_L2_INITRD --memory 64M --net tap=utap0" > "$RIG_TMP/tap.run" 2>&1; }
 run_tap && rig_fail "vfio-vmm run as rig created tap utap0 without CAP_NET_ADMIN"
 rig_say "run with a tap rig may not create: $(cat "$RIG_TMP/tap.run")"

@@ -95,7 +95,7 @@ pub enum TapError {
     #[error("invalid tap name {0:?}: use 1 to 15 characters, no '/', ':', whitespace or NUL")]
     BadName(String),
     /// `/dev/net/tun` could not be opened.
-    #[error("cannot open /dev/net/tun for tap {name}: {source} (load the tun module; needs CAP_NET_ADMIN)")]
+    #[error("cannot open /dev/net/tun for tap {name}: {source} (load the tun module: `modprobe tun`; if permission is denied, as root `chmod 0666 /dev/net/tun`, udev's default mode)")]
     OpenTun {
         /// Tap name.
         name: String,
