@@ -5,7 +5,8 @@
 #   entries go into /etc/passwd and /etc/group), `host check --user rig`
 #   lists what rig lacks, `host bind --owner rig` gives it /dev/vfio/N (0600),
 #   /dev/kvm goes to group kvm (0660) with rig in it, /dev/net/tun gets
-#   udev's 0666 (L1 has no udev), tunctl makes tap utap0
+#   udev's 0666 (L1 has no udev), mktap (guest/mktap.c: what
+#   `ip tuntap add ... user rig` does) makes tap utap0
 #   for rig, and `ulimit -l` raises the memlock limit before su drops to rig;
 #   then `host check --user rig --tap utap0` passes, as root and as rig.
 # As rig: without the raised limit, run fails with the memlock error, and
@@ -61,7 +62,8 @@ run_tap && rig_fail "vfio-vmm run as rig created tap utap0 without CAP_NET_ADMIN
 rig_say "run with a tap rig may not create: $(cat "$RIG_TMP/tap.run")"
 grep -q "tap utap0: not permitted to create it.*ip tuntap add dev utap0 mode tap user" "$RIG_TMP/tap.run" ||
     rig_fail "run as rig did not give the tap error"
-{ tunctl -u 1000 -t utap0 > /dev/null && ip link set utap0 up; } || rig_fail "cannot make tap utap0 for rig"
+# `ip tuntap add dev utap0 mode tap user rig` (L1 has no iproute2; busybox tunctl lacks -u):
+{ mktap utap0 1000 && ip link set utap0 up; } || rig_fail "cannot make tap utap0 for rig"
 
 check root vfio-vmm host check --user rig --memory ${mib}M --tap utap0 "$bdf"
 [ "$rc" = 0 ] || rig_fail "host check --user rig (as root) still fails: $(grep '^fail' "$RIG_TMP/root.check" | head -n1)"
