@@ -38,8 +38,9 @@ check() { # check TAG CMD...: a host check; its lines go to the log, its status 
     rc=$?
     sed "s/^/RIG-L1: check $_t: /" "$RIG_TMP/$_t.check"
 }
-as_rig() { # as_rig CMD: CMD run by rig through su (busybox), with root's environment and limits
-    su -p -s /bin/sh rig -c "$1"
+as_rig() { # as_rig CMD: CMD run by rig through su (busybox), with root's environment and limits, for 60 s at most
+    rig_say "as rig: $1"
+    timeout -s KILL 60 su -p -s /bin/sh rig -c "$1"
 }
 
 modprobe tun || rig_fail "modprobe tun failed"
