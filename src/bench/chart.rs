@@ -120,7 +120,13 @@ pub fn render_blk_svg(report: &StorageReport) -> Result<String, ChartError> {
         let iops = groups(|m| vec![m.rr_iops]);
         let series = [("1 MiB read", READ), ("1 MiB write", WRITE)];
         bars(&top, "sequential throughput", "MB/s", &series, &seq)?;
-        bars(&bottom, "4 KiB random reads", "IOPS", &[("IOPS", IOPS)], &iops)?;
+        bars(
+            &bottom,
+            "4 KiB random reads",
+            "IOPS",
+            &[("IOPS", IOPS)],
+            &iops,
+        )?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)

@@ -136,7 +136,8 @@ pub struct BlkMetrics {
 
 impl BlkMetrics {
     fn from_runs(runs: &[&BlkRecord]) -> Self {
-        let of = |f: fn(&BlkRecord) -> f64| summarize(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
+        let of =
+            |f: fn(&BlkRecord) -> f64| summarize(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
         BlkMetrics {
             rr_iops: of(|r| r.rr_iops),
             rr_p50_us: of(|r| r.rr_p50_us),
@@ -232,7 +233,12 @@ impl StorageReport {
                     .push(r),
             }
         }
-        let rank = |n: &str| BLK_ORDER.iter().position(|c| *c == n).unwrap_or(BLK_ORDER.len());
+        let rank = |n: &str| {
+            BLK_ORDER
+                .iter()
+                .position(|c| *c == n)
+                .unwrap_or(BLK_ORDER.len())
+        };
         let mut names: Vec<&str> = by_config.keys().copied().collect();
         names.sort_by_key(|n| (rank(n), *n));
         let configurations: Vec<BlkConfig> = names
@@ -414,7 +420,12 @@ impl StorageReport {
         );
         for c in &self.configurations {
             let vmm = c.vmm.as_deref().unwrap_or("–");
-            let reason = c.reason.as_deref().unwrap_or("").replace('|', "\\|").replace('\n', " ");
+            let reason = c
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .replace('|', "\\|")
+                .replace('\n', " ");
             if c.runs == 0 {
                 let word = status_word(c.status);
                 let _ = writeln!(s, "| {} | {vmm} | 0 | {word}: {reason} | | | | |", c.name);
@@ -432,7 +443,11 @@ impl StorageReport {
 
     /// The CPU row: native, then each configuration's seconds (× native).
     pub fn cpu_table(&self) -> String {
-        let names: Vec<&str> = self.configurations.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .configurations
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         let mut s = format!("| | native | {} |\n|---|--:|", names.join(" | "));
         s.push_str(&"--:|".repeat(names.len()));
         let cells: Vec<String> = self

@@ -27,7 +27,7 @@ while [ ! -b /dev/nvme0n1 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b /dev/nvme0n1 ] || rig_fail "L1's nvme driver created no /dev/nvme0n1"
 
 out=$RIG_TMP/bench
-secs=2 reps=1 size=128 cpu=32
+secs=2 reps=1 size=128 cpu=64
 if grep -qw bench.long=1 /proc/cmdline; then secs=30 reps=3 size=512 cpu=256; fi
 bench() { # bench CONFIGS [VAR=VALUE...]: blk-run.sh for CONFIGS
     _c=$1
