@@ -11,10 +11,11 @@
 # Writes blk.json, blk.md and blk.svg (vfio-vmm bench report) into --out.
 #
 # Usage:
-#   scripts/bench/blk.sh rig [--long] [--out DIR]
+#   scripts/bench/blk.sh rig [--long] [--time S] [--reps N] [--out DIR]
 #       run the rig scenario bench-blk (nested; RIG_DIR as for run.sh). Its
 #       shortest setting (2 s per fio job, one repetition) is what CI runs;
-#       --long: 30 s per job, 3 repetitions (about 30 minutes)
+#       --long: 30 s per job, 3 repetitions (about 30 minutes); --time and
+#       --reps set those two
 #   scripts/bench/blk.sh host [--device BDF] [--disk PATH] [options]
 #       on a real host, as root. BDF is an NVMe controller already on vfio-pci
 #       (vfio-vmm host bind BDF); PATH is a file or block device behind the
@@ -158,14 +159,22 @@ cmd=$1
 shift
 case $cmd in
     rig)
+        kargs="" secs=2 reps=1
         while [ $# -gt 0 ]; do
             case $1 in
-                --long) export RIG_L1_KARGS="${RIG_L1_KARGS:-} bench.long=1" RIG_TIMEOUT=${RIG_TIMEOUT:-2700} ;;
+                --long) kargs="$kargs bench.long=1" secs=30 reps=3 ;;
+                --time | --reps)
+                    { [ $# -ge 2 ] && [[ $2 =~ ^[1-9][0-9]*$ ]]; } || usage
+                    kargs="$kargs bench.${1#--}=$2"
+                    if [ "$1" = --time ]; then secs=$2; else reps=$2; fi
+                    shift ;;
                 --out) [ $# -ge 2 ] || usage; OUT=$2; shift ;;
                 *) usage ;;
             esac
             shift
         done
+        # L1's time: about 30 s per guest boot and 3 fio jobs of (secs + 10) s per repetition, 5 guests.
+        [ -z "$kargs" ] || export RIG_L1_KARGS="${RIG_L1_KARGS:-}$kargs" RIG_TIMEOUT=${RIG_TIMEOUT:-$((120 + 5 * (30 + reps * 3 * (secs + 10))))}
         mkdir -p "$OUT"
         OUT=$(cd "$OUT" && pwd)
         BENCH_REPORT_DIR=$OUT exec "$ROOT/scripts/rig/run.sh" bench-blk ;;

@@ -194,7 +194,7 @@ fio_stub() { # fio_stub SONAME DIR: DIR/SONAME, traps for what fio imports from 
     local args=()
     if [ -s "$map.in" ]; then
         sort "$map.in" | awk '$1 != v {if (v != "") print "};"; v = $1; printf "%s { global:\n", v} {print "  " $2 ";"} END {print "};"}' > "$map"
-        args=(-Wl,--version-script="$map")
+        args=("-Wl,--version-script=$map") # one gcc argument: the comma is the linker's
     fi
     gcc -shared -fPIC -O2 -nostdlib -Wl,-soname,"$so" "${args[@]}" -o "$dir/$so" "$c" || die "cannot build the $so stub"
 }

@@ -11,7 +11,8 @@
 # Results leave L1 as "RIG-BENCH: FILE LINE" lines; bench-blk.host.sh turns
 # them into target/bench/blk.{json,md,svg}. Shortest setting (2 s per fio
 # job, one repetition) unless L1's command line has bench.long=1
-# (scripts/bench/blk.sh rig --long): 30 s per job, 3 repetitions.
+# (scripts/bench/blk.sh rig --long): 30 s per job, 3 repetitions; and
+# bench.time=S, bench.reps=N there set those two (blk.sh rig --time, --reps).
 # Never fails on speed, only when a configuration produced no numbers;
 # nvme-passthrough may fail with its reason recorded (the nvme scenario
 # checks that passthrough itself).
@@ -28,13 +29,24 @@ while [ ! -b /dev/nvme0n1 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 
 out=$RIG_TMP/bench
 secs=2 reps=1 size=128 cpu=64
-if grep -qw bench.long=1 /proc/cmdline; then secs=30 reps=3 size=512 cpu=256; fi
+read -r l1_cmdline < /proc/cmdline
+for a in $l1_cmdline; do
+    case $a in bench.long=1) secs=30 reps=3 size=512 cpu=256 ;; esac
+done
+for a in $l1_cmdline; do
+    case $a in
+        bench.time=*) secs=${a#*=} ;;
+        bench.reps=*) reps=${a#*=} ;;
+    esac
+done
+case $secs$reps in *[!0-9]* | "") rig_fail "bench.time=$secs bench.reps=$reps: want whole numbers" ;; esac
+{ [ "$secs" -gt 0 ] && [ "$reps" -gt 0 ]; } || rig_fail "bench.time and bench.reps must be positive"
 bench() { # bench CONFIGS [VAR=VALUE...]: blk-run.sh for CONFIGS
     _c=$1
     shift
     env BENCH_OUT="$out" BENCH_KERNEL="$RIG_L2_KERNEL" BENCH_INITRD="$RIG_L2_INITRD" \
         BENCH_GUEST=/rig/scenarios/bench-blk.l2.sh BENCH_CONFIGS="$_c" BENCH_CPUS=1 BENCH_MEM=256 \
-        BENCH_TIME=$secs BENCH_REPS=$reps BENCH_SIZE=$size BENCH_QD=8 BENCH_CPU_MIB=$cpu BENCH_KARGS="$RIG_L2_KARGS" \
+        BENCH_TIME="$secs" BENCH_REPS="$reps" BENCH_SIZE=$size BENCH_QD=8 BENCH_CPU_MIB=$cpu BENCH_KARGS="$RIG_L2_KARGS" \
         BENCH_HOST="rig: L1 under QEMU TCG (2 vCPUs), guests under nested KVM in L1, disks on L0's QEMU NVMe (a host file)" \
         "$@" sh /rig/scenarios/bench-blk.run.sh
 }
@@ -56,7 +68,7 @@ for c in nvme-passthrough virtio-blk qemu-virtio-blk qemu-nvme qemu-nvme-passthr
     for f in "$out/$c"-[0-9]*.txt; do
         awk -F= '$1 ~ /^(rr_iops|sr_kib_s|sw_kib_s)$/ && $2 > 0 {n++} END {exit n != 3}' "$f" 2> /dev/null && n=$((n + 1))
     done
-    [ $n = $reps ] || why="$why; $c: $n of $reps repetitions with positive IOPS and bandwidths"
+    [ $n = "$reps" ] || why="$why; $c: $n of $reps repetitions with positive IOPS and bandwidths"
     [ -f "$out/$c-cpu.txt" ] || why="$why; $c: no CPU loop time"
 done
 [ -f "$out/native-cpu.txt" ] || why="$why; native: no CPU loop time"
