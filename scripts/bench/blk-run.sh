@@ -7,7 +7,8 @@
 #                   sr_kib_s, sw_kib_s (fio's figures, see blk-guest.sh)
 #   CONFIG-cpu.txt  record=cpu: config, vmm, mib, seconds (the guest's CPU loop)
 #   native-cpu.txt  record=cpu, config=native: the same loop run here, once
-#   CONFIG.txt      record=skip or record=fail: config, reason
+#   CONFIG.txt      record=skip or record=fail: config, reason (a failed guest's
+#                   finished repetitions are kept)
 #   setup.txt       record=setup, bench=blk: what was measured
 # `vfio-vmm bench report --input $BENCH_OUT` turns them into blk.{json,md,svg}.
 #
@@ -115,10 +116,10 @@ bench_config() {
     else
         set -- "$@" -kernel "$BENCH_KERNEL" -initrd "$BENCH_INITRD" -append "$cmdline"
     fi
-    if ! rig_vmm "$c" "$@"; then
-        bench_record "$c" fail "$RIG_WHY: $(grep -h 'RIG-L2: FAIL' "$RIG_TMP/$c.out" | head -n1 | sed 's/.*RIG-L2: FAIL //')"
-        return
-    fi
+    ok=1
+    rig_vmm "$c" "$@" || ok=0
+    touch "$RIG_TMP/$c.out"
+    # The repetitions a failed guest finished before it failed are kept beside its fail record.
     line=$(sed -n 's/.*RIG-L2: bench-cpu //p' "$RIG_TMP/$c.out" | head -n1)
     [ -z "$line" ] || { echo "record=cpu"; echo "config=$c"; echo "vmm=$vmm"; echo "$line" | tr ' ' '\n'; } > "$BENCH_OUT/$c-cpu.txt"
     k=0
@@ -128,7 +129,12 @@ bench_config() {
         { echo "record=blk"; echo "config=$c"; echo "vmm=$vmm"; echo "$line" | tr ' ' '\n'; } > "$BENCH_OUT/$c-$k.txt"
     done < "$RIG_TMP/bench.lines"
     rig_say "bench $c: $k repetition(s) recorded"
-    [ $k -gt 0 ] || bench_record "$c" fail "the guest printed no result"
+    if [ $ok = 0 ]; then
+        why=$(grep -h 'RIG-L2: FAIL' "$RIG_TMP/$c.out" | head -n1 | sed 's/.*RIG-L2: FAIL //')
+        bench_record "$c" fail "$RIG_WHY${why:+: $why}"
+    elif [ $k = 0 ]; then
+        bench_record "$c" fail "the guest printed no result"
+    fi
 }
 
 for c in $configs; do
