@@ -21,7 +21,10 @@ command -v fio > /dev/null || rig_fail "no fio in L1 (l1/fio.cpio)"
 command -v qemu-system-x86_64 > /dev/null || rig_fail "no qemu-system-x86_64 in L1"
 nvme=$(rig_find_pci 0x1b36 0x0010)
 [ -n "$nvme" ] || rig_fail "no QEMU NVMe controller in L1: see device set nvme in scenarios.table"
-echo never > /sys/kernel/mm/transparent_hugepage/enabled || rig_fail "cannot turn THP off in L1"
+thp=/sys/kernel/mm/transparent_hugepage/enabled
+was=$(sed 's/.*\[\(.*\)\].*/\1/' "$thp")
+trap 'echo "$was" > "$thp"' EXIT # the group's next scenarios get L1's THP back
+echo never > "$thp" || rig_fail "cannot turn THP off in L1"
 modprobe nvme || rig_fail "cannot load nvme in L1"
 i=0
 while [ ! -b /dev/nvme0n1 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
