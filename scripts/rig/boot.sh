@@ -29,6 +29,7 @@ boot_group() {
         part=()
         ! needs "$s" iperf || part+=("$RIG_DIR/l1/iperf.cpio")
         ! needs "$s" socat || part+=("$RIG_DIR/l1/socat.cpio")
+        ! needs "$s" fio || part+=("$RIG_DIR/l1/fio.cpio")
         (cd "$st/l2-$s" && find . | cpio -o -H newc -R 0:0 --quiet) |
             cat "${part[@]}" - > "$st/l1/rig/l2/$s.cpio"
     done
@@ -42,8 +43,9 @@ boot_group() {
         for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT RIG_VMM_LOG; do echo "$v=$(q "${!v:-}")"; done
         echo "RIG_SCENARIOS=$(q "$*")"
     } > "$st/l1/rig/env"
-    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio" "$RIG_DIR/l2/tools.cpio") qemu=0 iperf=0 socat=0 vmlinux=0 disk=0
+    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio" "$RIG_DIR/l2/tools.cpio") qemu=0 iperf=0 socat=0 vmlinux=0 disk=0 fio=0
     for s in "$@"; do
+        ! needs "$s" fio || fio=1
         ! needs "$s" qemu || qemu=1
         ! needs "$s" iperf || iperf=1
         ! needs "$s" socat || socat=1
@@ -56,6 +58,7 @@ boot_group() {
     esac
     [ $iperf = 0 ] || parts+=("$RIG_DIR/l1/iperf.cpio")
     [ $socat = 0 ] || parts+=("$RIG_DIR/l1/socat.cpio")
+    [ $fio = 0 ] || parts+=("$RIG_DIR/l1/fio.cpio")
     [ $vmlinux = 0 ] || parts+=("$RIG_DIR/l2/vmlinux.cpio") # /rig/l2/vmlinux, 65M
     [ $disk = 0 ] || parts+=("$RIG_DIR/l1/disk.cpio")       # /rig/disk.img, 16M
     (cd "$st/l1" && find . | cpio -o -H newc -R 0:0 --quiet) |
