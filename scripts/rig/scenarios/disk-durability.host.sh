@@ -12,11 +12,11 @@ grep -q "killed on request (RIG-KILL-L1: disk-durability)" "$log" ||
 [ -f "$img" ] || die "no $img (device set l1disk)"
 # region OFFSET LENGTH: md5 of those bytes of the image
 region() { tail -c "+$(($1 + 1))" "$img" | head -c "$2" | md5sum | cut -d' ' -f1; }
-read -r _ off len sum < <(grep '^RIG-OUT: flushed ' "$log") || die "no 'flushed' line in $log"
+read -r _ _ off len sum < <(grep '^RIG-OUT: flushed ' "$log") || die "no 'flushed' line in $log"
 got=$(region "$off" "$len")
 [ "$got" = "$sum" ] || die "flushed data lost: $len bytes at $off in $img have md5 $got, L2 wrote $sum"
 echo "flushed: $len bytes at $off survived L1's SIGKILL (md5 $sum)"
-read -r _ off len sum < <(grep '^RIG-OUT: unflushed ' "$log") || die "no 'unflushed' line in $log"
+read -r _ _ off len sum < <(grep '^RIG-OUT: unflushed ' "$log") || die "no 'unflushed' line in $log"
 if [ "$(region "$off" "$len")" = "$sum" ]; then
     echo "control, unflushed: $len bytes at $off survived too (L1 wrote them back on its own: this run could not tell FLUSH from luck)"
 else
