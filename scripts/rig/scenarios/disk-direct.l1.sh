@@ -24,6 +24,7 @@ line=$(grep "^RIG-L2: wrote " "$RIG_TMP/vmm.out") || rig_fail "L2 did not report
 read -r _ _ len _ off _ sum _ << EOF
 $line
 EOF
+sum=${sum%,}
 l1=$(dd if="$dev" bs=64k skip=$((off / 65536)) count=$((len / 65536)) iflag=direct 2> /dev/null | md5sum)
 [ "${l1%% *}" = "$sum" ] || rig_fail "L1 reads md5 ${l1%% *} at $off on $dev, L2 wrote $sum"
 rig_out "direct=on: L2 wrote and read back $len bytes at $off (md5 $sum), L1's disk holds them; vfio-vmm's flags $flags"
