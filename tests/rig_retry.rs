@@ -2,7 +2,9 @@
 //! Scenarios with the same device set share one L1 boot; a lost run (L1
 //! ended without a scenario's verdict) boots again only the scenarios left
 //! without a verdict, up to RIG_RETRIES (2) more times each; a verdict is
-//! final. A fake `qemu-system-x86_64` (and `cpio`) on PATH plays the L1 runs,
+//! final. An L1 that prints nothing for RIG_SILENCE seconds is killed and
+//! counts as lost; a `RIG-KILL-L1: NAME` line gets L1 killed at once and
+//! counts as NAME's PASS. A fake `qemu-system-x86_64` (and `cpio`) on PATH plays the L1 runs,
 //! so no rig needs to be built. The grouping tests use the real
 //! scripts/rig/scenarios.table: boot, boot-hugepages and pci need no device,
 //! edu has its own.

@@ -99,6 +99,8 @@ watch_l1() {
     shift
     "$@" < /dev/null >> "$log" 2>&1 &
     pid=$!
+    # timeout runs QEMU in a process group of its own, out of reach of the terminal's ^C.
+    trap 'kill -TERM "$pid" 2> /dev/null; exit 130' INT TERM
     if [ "${RIG_VERBOSE:-0}" = 1 ]; then
         tail -c "+$(($(stat -c %s "$log") + 1))" -f --pid="$pid" "$log" >&2 &
         tail_pid=$!
@@ -119,6 +121,7 @@ watch_l1() {
     done
     BOOT_RC=0
     wait "$pid" || BOOT_RC=$?
+    trap - INT TERM
     [ -z "$tail_pid" ] || wait "$tail_pid" || true
     BOOT_END="qemu exit status $BOOT_RC after $((SECONDS - t0))s${why:+, $why}"
     echo "# $BOOT_END" >> "$log"
