@@ -120,7 +120,7 @@ watch_l1() {
         sleep 0.5
     done
     BOOT_RC=0
-    wait "$pid" || BOOT_RC=$?
+    wait "$pid" 2> /dev/null || BOOT_RC=$? # no "Killed" notice from bash: BOOT_END says it
     trap - INT TERM
     [ -z "$tail_pid" ] || wait "$tail_pid" || true
     BOOT_END="qemu exit status $BOOT_RC after $((SECONDS - t0))s${why:+, $why}"
