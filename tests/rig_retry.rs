@@ -324,6 +324,7 @@ fn a_kill_request_ends_l1_and_the_rest_of_the_group_boots_again() {
     );
     assert!(stderr.contains("pci: not reached"), "{stderr}");
     assert!(!stderr.contains("without a verdict"), "{stderr}");
+    assert!(!stderr.contains("Killed"), "bash's job notice: {stderr}");
     let verdicts: Vec<&str> = stdout.lines().filter(|l| l.starts_with("RIG ")).collect();
     assert_eq!(verdicts, ["RIG PASS boot", "RIG PASS pci"], "{stdout}");
     assert!(stdout.contains("  boot flushed"), "{stdout}");
