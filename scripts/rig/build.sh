@@ -12,7 +12,7 @@ PROFILE=${RIG_CARGO_PROFILE:-release}
 TRIPLE=x86_64-unknown-linux-gnu
 
 # Kernel modules (plus their dependencies) put into each initramfs.
-L1_MODULES=(vfio vfio_iommu_type1 vfio_pci kvm_amd virtio_pci virtio_net e1000e e1000 nvme
+L1_MODULES=(vfio vfio_iommu_type1 vfio_pci kvm_amd virtio_pci virtio_net virtio_blk e1000e e1000 nvme
             uio_pci_generic tun bridge veth)
 # L2 gets a module for every device vfio-vmm offers (modprobe --show-depends
 # resolves each one's dependencies and softdeps from modules.dep).
