@@ -75,7 +75,11 @@ impl Backend for MachineBackend {
         let exit = machine.exit.clone();
         let (gate, ged) = (machine.gate.clone(), machine.ged.clone());
         let vm = machine.vm.shared_fd();
-        let stats = machine.vfio.stats();
+        let stats = machine
+            .vfio
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats();
         let stopping = Arc::new(AtomicBool::new(false));
         let stopping2 = stopping.clone();
         let thread = std::thread::Builder::new()
