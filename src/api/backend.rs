@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_clock_data;
 use kvm_ioctls::VmFd;
@@ -21,10 +21,11 @@ use pci::ROM_BAR;
 
 use super::state::{Backend, Counters, TapFds};
 use crate::builder;
-use crate::config::VmConfig;
+use crate::config::{DeviceConfig, VmConfig};
 use crate::devices::ged::GedEvents;
 use crate::devices::virtio::Tap;
 use crate::exit::{ExitHandle, ExitReason};
+use crate::hotplug::{Hotplug, HotplugError, EJECT_TIMEOUT};
 use crate::vstate::gate::RunGate;
 
 /// How long `vm.pause` waits for every vCPU to leave KVM_RUN.
@@ -41,10 +42,10 @@ struct Running {
     exit: Arc<ExitHandle>,
     gate: Arc<RunGate>,
     ged: Arc<GedEvents>,
+    hotplug: Arc<Hotplug>,
     vm: Arc<VmFd>,
     /// The guest clock at the pause, restored at resume.
     clock: Option<kvm_clock_data>,
-    stats: Vec<(String, Arc<VfioStats>)>,
     /// Set before the API stops the machine, so its end is not reported as the guest's.
     stopping: Arc<AtomicBool>,
     thread: JoinHandle<()>,
@@ -74,12 +75,8 @@ impl Backend for MachineBackend {
         let machine = builder::build(config, &self.sysfs).map_err(|e| e.to_string())?;
         let exit = machine.exit.clone();
         let (gate, ged) = (machine.gate.clone(), machine.ged.clone());
+        let hotplug = machine.hotplug.clone();
         let vm = machine.vm.shared_fd();
-        let stats = machine
-            .vfio
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stats();
         let stopping = Arc::new(AtomicBool::new(false));
         let stopping2 = stopping.clone();
         let thread = std::thread::Builder::new()
@@ -99,9 +96,9 @@ impl Backend for MachineBackend {
             exit,
             gate,
             ged,
+            hotplug,
             vm,
             clock: None,
-            stats,
             stopping,
             thread,
         });
@@ -162,12 +159,55 @@ impl Backend for MachineBackend {
         Ok(())
     }
 
+    fn add_device(&mut self, device: &DeviceConfig, id: &str) -> Result<String, (u16, String)> {
+        let running = self
+            .running
+            .as_ref()
+            .ok_or((404, "no VM runs".to_string()))?;
+        let started = Instant::now();
+        let address = running
+            .hotplug
+            .add_device(device, id)
+            .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+        log::info!(
+            "API: {} hot-plugged as {id} at {address} in {} ms",
+            device.bdf,
+            started.elapsed().as_millis()
+        );
+        Ok(format!("0000:{address}"))
+    }
+
+    fn remove_device(&mut self, id: &str) -> Result<(), (u16, String)> {
+        let running = self
+            .running
+            .as_ref()
+            .ok_or((404, "no VM runs".to_string()))?;
+        let started = Instant::now();
+        running
+            .hotplug
+            .remove_device(id, EJECT_TIMEOUT)
+            .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+        log::info!(
+            "API: {id} ejected by the guest and released in {} ms",
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    fn take_ejected(&mut self) -> Vec<String> {
+        self.running
+            .as_ref()
+            .map(|r| r.hotplug.take_ejected())
+            .unwrap_or_default()
+    }
+
     fn counters(&self) -> Counters {
         let Some(running) = &self.running else {
             return Counters::new();
         };
-        running
-            .stats
+        let vfio = running.hotplug.vfio().lock();
+        vfio.unwrap_or_else(|p| p.into_inner())
+            .stats()
             .iter()
             .map(|(bdf, stats)| (bdf.clone(), device_counters(stats)))
             .collect()
@@ -200,6 +240,16 @@ fn adopt_taps(config: &VmConfig, taps: &TapFds) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The HTTP status of a refused hotplug or unplug.
+fn hotplug_status(e: &HotplugError) -> u16 {
+    match e {
+        HotplugError::UnknownId(_) => 404,
+        HotplugError::IdTaken(_) | HotplugError::NoEject { .. } => 409,
+        HotplugError::Notify(_) => 500,
+        HotplugError::Vfio(_) => 400,
+    }
 }
 
 /// The exit report's numbers as named counters.

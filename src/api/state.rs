@@ -11,7 +11,7 @@ use std::sync::mpsc::Sender;
 
 use serde_json::Value;
 
-use crate::config::{ConfigError, VmConfig};
+use crate::config::{ConfigError, DeviceConfig, VmConfig};
 use crate::exit::ExitReason;
 
 /// Per device, named counters (`vm.counters`).
@@ -43,6 +43,24 @@ pub trait Backend: Send {
     fn power_button(&mut self) -> Result<(), String>;
     /// The counters of the running VM's devices.
     fn counters(&self) -> Counters;
+    /// Adds assigned device `device` (its id is `id`) to the running VM
+    /// and tells the guest; returns its guest address (`0000:00:XX.0`), or
+    /// the HTTP status and message of the refusal (the VM is unaffected).
+    fn add_device(&mut self, _device: &DeviceConfig, _id: &str) -> Result<String, (u16, String)> {
+        Err((400, "hotplug on a running VM is not supported yet".into()))
+    }
+    /// Asks the guest to eject device `id` and returns once it has and the
+    /// device is released; the status and message otherwise.
+    fn remove_device(&mut self, _id: &str) -> Result<(), (u16, String)> {
+        Err((
+            400,
+            "hot-unplug on a running VM is not supported yet".into(),
+        ))
+    }
+    /// Ids of devices the guest ejected on its own since the last call.
+    fn take_ejected(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The API's view of the VM (`VmInfo.state`).
@@ -274,7 +292,8 @@ impl Controller {
     }
 
     /// `vm.info`: configuration, state and memory size.
-    pub fn info(&self) -> Result<Value, StateError> {
+    pub fn info(&mut self) -> Result<Value, StateError> {
+        self.prune_ejected();
         let config = self.config.clone().ok_or_else(StateError::not_created)?;
         let size = config
             .pointer("/memory/size")
@@ -299,20 +318,26 @@ impl Controller {
     /// Cold-plug: adds `item` (an object) to the list `section` (`devices`,
     /// `disks`, `net`) or sets the single `vsock`, and revalidates. An item
     /// without an id gets `_{section}N`, as cloud-hypervisor names them.
-    /// `fds` are tap descriptors for a NIC. Returns the id.
+    /// `fds` are tap descriptors for a NIC. On a running (or paused) VM an
+    /// assigned device is hot-plugged. Returns the id, and the guest address
+    /// of a hot-plugged device.
     pub fn cold_plug(
         &mut self,
         section: &str,
         mut item: Value,
         fds: Vec<OwnedFd>,
-    ) -> Result<String, StateError> {
-        match self.state {
+    ) -> Result<(String, Option<String>), StateError> {
+        let hot = match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
+            VmState::Running | VmState::Paused if section == "devices" => true,
             VmState::Running | VmState::Paused => {
-                return Err(StateError::unsupported("hotplug on a running VM"))
+                return Err(StateError::unsupported(&format!(
+                    "hotplug of {section} on a running VM"
+                )))
             }
-            VmState::Created | VmState::Shutdown => {}
-        }
+            VmState::Created | VmState::Shutdown => false,
+        };
+        self.prune_ejected();
         let mut config = self.config.clone().ok_or_else(StateError::not_created)?;
         let Some(obj) = item.as_object_mut() else {
             return Err(StateError::new(400, "the body must be a JSON object"));
@@ -335,23 +360,60 @@ impl Controller {
             }
         }
         let checked = VmConfig::from_json(&config.to_string()).map_err(config_error)?;
+        let mut bdf = None;
+        if hot {
+            let device = checked
+                .devices
+                .iter()
+                .find(|d| d.id.as_deref() == Some(&id));
+            let device = device.ok_or_else(|| StateError::new(500, "the device vanished"))?;
+            let added = self.backend.add_device(device, &id);
+            bdf = Some(added.map_err(|(status, message)| StateError::new(status, message))?);
+        }
         self.config = Some(to_value(&checked).merge_unknown(&config));
         if !fds.is_empty() {
             self.taps.insert(id.clone(), fds);
         }
-        Ok(id)
+        Ok((id, bdf))
     }
 
-    /// `vm.remove-device` before boot: drops the device, disk or NIC `id`.
+    /// Drops from the config the devices the guest ejected on its own.
+    fn prune_ejected(&mut self) {
+        if !self.booted() {
+            return;
+        }
+        for id in self.backend.take_ejected() {
+            self.drop_from_config(&id);
+        }
+    }
+
+    /// `vm.remove-device`: before boot, drops the device, disk or NIC `id`;
+    /// on a running VM, has the guest eject assigned device `id` first.
     pub fn remove(&mut self, id: &str) -> Result<(), StateError> {
         match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
             VmState::Running | VmState::Paused => {
-                return Err(StateError::unsupported("hot-unplug on a running VM"))
+                self.prune_ejected();
+                let removed = self.backend.remove_device(id);
+                removed.map_err(|(status, message)| StateError::new(status, message))?;
+                self.prune_ejected();
+                self.drop_from_config(id);
+                return Ok(());
             }
             VmState::Created | VmState::Shutdown => {}
         }
-        let config = self.config.as_mut().ok_or_else(StateError::not_created)?;
+        if !self.drop_from_config(id) {
+            return Err(StateError::new(404, format!("no device with id {id:?}")));
+        }
+        self.taps.remove(id);
+        Ok(())
+    }
+
+    /// Removes the item with `id` from the config; whether there was one.
+    fn drop_from_config(&mut self, id: &str) -> bool {
+        let Some(config) = self.config.as_mut() else {
+            return false;
+        };
         let has_id = |v: &Value| v.get("id").and_then(Value::as_str) == Some(id);
         let mut found = false;
         if let Some(map) = config.as_object_mut() {
@@ -366,11 +428,7 @@ impl Controller {
                 }
             }
         }
-        if !found {
-            return Err(StateError::new(404, format!("no device with id {id:?}")));
-        }
-        self.taps.remove(id);
-        Ok(())
+        found
     }
 
     /// Acts on a VM that ended on its own; returns the process exit status
