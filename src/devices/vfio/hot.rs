@@ -6,7 +6,7 @@
 //! mapped. Removal releases in order: VFIO interrupts off and device reset,
 //! then the device's irqfds, GSI routes, MSI-X state and KVM slots (dropped
 //! with it), then the group leaves the container if it was its last device
-//! (RAM unmapped first, the container closed).
+//! (RAM unmapped first; the container stays for the next device).
 
 use std::sync::Arc;
 
@@ -148,13 +148,16 @@ impl VfioPassthrough {
             }
         }
         if self.handles.is_empty() {
-            self.close_container();
+            self.unmap_ram();
         }
     }
 
-    /// Unmaps RAM and closes the container (no device is left in it).
-    fn close_container(&mut self) {
-        if let Some(container) = self.container.take() {
+    /// Unmaps RAM once no device is left in the container. The container
+    /// (and KVM's VFIO device, of which KVM allows one per VM, destroyed
+    /// only with the VM) stays for the next device, which maps RAM again:
+    /// the IOMMU's mappings go with the last group that leaves.
+    fn unmap_ram(&mut self) {
+        if let Some(container) = &self.container {
             if let Err(e) = container.unmap_all() {
                 warn!("vfio: {e}");
             }
@@ -164,8 +167,8 @@ impl VfioPassthrough {
 
     /// Removes the device at `address`, already taken off the bus as
     /// `device`: VFIO interrupts off and reset, then its KVM state dropped,
-    /// then its group leaves the container if it was the last device (and
-    /// the container, with its DMA mappings, goes). Returns the host
+    /// then its group leaves the container if it was the last device (RAM
+    /// unmapped first, the container kept). Returns the host
     /// address, or `None` when `address` is not a passthrough device.
     pub fn hot_remove(
         &mut self,
@@ -185,7 +188,7 @@ impl VfioPassthrough {
         drop(device);
         drop(attached);
         if self.handles.is_empty() {
-            self.close_container();
+            self.unmap_ram();
         }
         // The adapter's reference went with the device: this closes the
         // device file, and the group leaves the container if it was its last.
