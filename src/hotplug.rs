@@ -151,11 +151,7 @@ impl Hotplug {
             layout: &self.layout,
             irqs: self.interrupts.as_ref(),
         };
-        let address = {
-            let mut vfio = lock(&self.vfio);
-            let mut bus = lock(&self.pci);
-            vfio.hot_add(spec, planned, &mut bus, &ctx)?
-        };
+        let address = lock(&self.vfio).hot_add(spec, planned, &self.pci, &ctx)?;
         let slot = address.device();
         lock(&self.removable).push(Removable {
             id: id.to_string(),

@@ -8,7 +8,7 @@
 //! with it), then the group leaves the container if it was its last device
 //! (RAM unmapped first; the container stays for the next device).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use iommu::sysfs::Sysfs;
 use iommu::vfio::{Container, GuestLayout, IovaConstraints, PlannedDevice};
@@ -36,11 +36,13 @@ impl VfioPassthrough {
     /// Opens `planned` (checked in sysfs) in the container, creating it if
     /// the VM has none, and puts it on `bus` with its BARs placed and
     /// mapped. On error the VM is as before. Returns the guest address.
+    /// `bus` is locked only to put the device on it: opening the device and
+    /// mapping RAM happen while the vCPUs use the bus.
     pub fn hot_add(
         &mut self,
         spec: &DeviceConfig,
         planned: PlannedDevice,
-        bus: &mut PciBus,
+        bus: &Mutex<PciBus>,
         ctx: &HotAddContext,
     ) -> Result<PciAddress, VfioSetupError> {
         if self.planned.iter().any(|p| p.bdf == planned.bdf) {
@@ -51,8 +53,11 @@ impl VfioPassthrough {
             self.released = false;
         }
         let keep = self.handles.len();
-        let result = self.open_and_check(spec, planned, ctx);
-        let result = result.and_then(|()| self.place_new(bus, ctx.irqs));
+        // The bus (which the vCPUs use) is locked only to put the device on it.
+        let result = self.open_and_check(spec, planned, ctx).and_then(|()| {
+            let mut bus = bus.lock().unwrap_or_else(|p| p.into_inner());
+            self.place_new(&mut bus, ctx.irqs)
+        });
         if result.is_err() {
             self.undo_to(keep);
         }
