@@ -31,7 +31,7 @@ wait_for() { # wait_for TEXT SECONDS: until vfio-vmm's output (L2's console) has
 remote() { # remote COMMAND...: vfio-vmm remote; the answer in $RIG_TMP/answer
     vfio-vmm remote --api-socket "$S" "$@" > "$RIG_TMP/answer" 2>&1
     _rc=$?
-    rig_say "remote $*: status $_rc, $(tail -n1 "$RIG_TMP/answer" | cut -c1-200)"
+    rig_say "remote $*: status $_rc, $(tr -d '\n' < "$RIG_TMP/answer" | tr -s ' ' | cut -c1-200)"
     return $_rc
 }
 listed() { remote info > /dev/null && grep -q '"nic0"' "$RIG_TMP/answer"; }
@@ -39,7 +39,7 @@ add() { # add ROUND: vm.add-device, then L2's driver bound
     rig_cs; _t0=$RIG_CS
     remote add-device "path=/sys/bus/pci/devices/$nic,id=nic0" || fail "round $1: vm.add-device failed"
     rig_cs; _answer=$((RIG_CS - _t0))
-    grep -q '"bdf":"0000:00:..\.0"' "$RIG_TMP/answer" || fail "round $1: the answer has no bdf"
+    grep -q '"bdf": *"0000:00:..\.0"' "$RIG_TMP/answer" || fail "round $1: the answer has no bdf"
     wait_for "RIG-L2: round $1: e1000e bound" 90
     rig_cs; _bound=$((RIG_CS - _t0))
     rig_out "hotplug round $1: vm.add-device answered in $(rig_secs $_answer) s; L2's e1000e bound $(rig_secs $_bound) s after the request"
