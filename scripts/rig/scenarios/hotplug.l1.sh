@@ -34,7 +34,7 @@ remote() { # remote COMMAND...: vfio-vmm remote; the answer in $RIG_TMP/answer
     rig_say "remote $*: status $_rc, $(tr -d '\n' < "$RIG_TMP/answer" | tr -s ' ' | cut -c1-200)"
     return $_rc
 }
-listed() { remote info > /dev/null && grep -q '"nic0"' "$RIG_TMP/answer"; }
+listed() { vfio-vmm remote --api-socket "$S" info > "$RIG_TMP/info" 2>&1 && grep -q '"nic0"' "$RIG_TMP/info"; }
 add() { # add ROUND: vm.add-device, then L2's driver bound
     rig_cs; _t0=$RIG_CS
     remote add-device "path=/sys/bus/pci/devices/$nic,id=nic0" || fail "round $1: vm.add-device failed"
