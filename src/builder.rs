@@ -235,6 +235,7 @@ fn assemble(
     let hotplug = Hotplug::new(
         HotplugParts {
             pci: pci.clone(),
+            vm: vm.shared_fd(),
             vfio: vfio.clone(),
             interrupts: interrupts.clone(),
             mem: mem.clone(),

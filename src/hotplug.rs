@@ -1,8 +1,9 @@
-//! Hotplug and unplug of assigned devices while the guest runs: [`Hotplug`]
-//! owns the list of removable devices (by id and slot) and does the work the
-//! API asks for (add, remove) and the guest's ejects, on the shared PCI bus
-//! and the VM's passthrough state, telling the guest through the ACPI
-//! hotplug registers and the GED (`devices::pci_hotplug`, `devices::ged`).
+//! Hotplug and unplug while the guest runs: [`Hotplug`] owns the list of
+//! removable devices (by id and slot: assigned devices, and disks added on
+//! the running VM) and does the work the API asks for (add, remove) and the
+//! guest's ejects, on the shared PCI bus and the VM's passthrough state,
+//! telling the guest through the ACPI hotplug registers and the GED
+//! (`devices::pci_hotplug`, `devices::ged`).
 //!
 //! Locks: the passthrough state before the PCI bus, never the other way;
 //! an eject (on a vCPU thread, from the guest's `_EJ0`) takes the device
@@ -13,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use iommu::sysfs::Sysfs;
 use iommu::vfio::{preflight, GuestLayout};
+use kvm_ioctls::VmFd;
 use pci::PciAddress;
 
-use crate::config::DeviceConfig;
+use crate::config::{DeviceConfig, DiskConfig};
 use crate::devices::ged::GedEvents;
 use crate::devices::pci_hotplug::HotplugSlots;
 use crate::devices::pci_root::SharedPciBus;
 use crate::devices::vfio::{HotAddContext, VfioPassthrough, VfioSetupError};
+use crate::devices::virtio::{Block, VirtioDevice, VirtioPciDevice};
 use crate::memory::GuestMemory;
 use crate::vstate::irq::KvmInterruptManager;
 
@@ -48,6 +51,12 @@ pub enum HotplugError {
         /// Seconds waited.
         secs: u64,
     },
+    /// A disk could not be opened or its device built (the VM is as before).
+    #[error("{0}")]
+    Virtio(String),
+    /// The PCI bus refused the device (full).
+    #[error("PCI: {0}")]
+    Bus(#[from] pci::BusError),
     /// The guest could not be told.
     #[error("cannot raise the ACPI event interrupt: {0}")]
     Notify(std::io::Error),
@@ -62,6 +71,7 @@ struct Removable {
 /// Adds and removes assigned devices on a running VM.
 pub struct Hotplug {
     pci: SharedPciBus,
+    vm: Arc<VmFd>,
     vfio: Arc<Mutex<VfioPassthrough>>,
     interrupts: Arc<KvmInterruptManager>,
     mem: GuestMemory,
@@ -80,6 +90,8 @@ pub struct Hotplug {
 pub struct HotplugParts {
     /// The PCI bus (shared with the vCPUs).
     pub pci: SharedPciBus,
+    /// The KVM VM (ioeventfds of virtio devices).
+    pub vm: Arc<VmFd>,
     /// Passthrough state (shared with the machine's teardown).
     pub vfio: Arc<Mutex<VfioPassthrough>>,
     /// Interrupts for new devices.
@@ -110,6 +122,7 @@ impl Hotplug {
             .collect();
         let this = Arc::new(Hotplug {
             pci: parts.pci,
+            vm: parts.vm,
             vfio: parts.vfio,
             interrupts: parts.interrupts,
             mem: parts.mem,
@@ -152,15 +165,56 @@ impl Hotplug {
             irqs: self.interrupts.as_ref(),
         };
         let address = lock(&self.vfio).hot_add(spec, planned, &self.pci, &ctx)?;
+        self.announce(id, address)?;
+        log::info!("hotplug: {} added as {id} at {address}", spec.bdf);
+        Ok(address)
+    }
+
+    /// Adds a virtio-blk on `disk` (opened and locked here) as `id`.
+    pub fn add_disk(&self, disk: &DiskConfig, id: &str) -> Result<PciAddress, HotplugError> {
+        if lock(&self.removable).iter().any(|r| r.id == id) {
+            return Err(HotplugError::IdTaken(id.to_string()));
+        }
+        let block = Block::new(disk).map_err(|e| HotplugError::Virtio(e.to_string()))?;
+        let address = self.add_virtio(Box::new(block))?;
+        self.announce(id, address)?;
+        log::info!(
+            "hotplug: disk {} added as {id} at {address}",
+            disk.path.display()
+        );
+        Ok(address)
+    }
+
+    /// Puts `device` behind the virtio PCI transport on the first free
+    /// slot, with its BARs placed, as at boot.
+    fn add_virtio(&self, device: Box<dyn VirtioDevice>) -> Result<PciAddress, HotplugError> {
+        let mut bus = lock(&self.pci);
+        let address = bus.free_address()?;
+        let dev = VirtioPciDevice::new(
+            device,
+            address,
+            self.mem.clone(),
+            self.interrupts.as_ref(),
+            self.vm.clone(),
+        )
+        .map_err(|e| HotplugError::Virtio(e.to_string()))?;
+        bus.add_device_at(address.device(), Box::new(dev))?;
+        if let Err(e) = bus.assign_bars() {
+            drop(bus.remove_device(address.device()));
+            return Err(e.into());
+        }
+        Ok(address)
+    }
+
+    /// Lists the new device as removable and tells the guest its slot changed.
+    fn announce(&self, id: &str, address: PciAddress) -> Result<(), HotplugError> {
         let slot = address.device();
         lock(&self.removable).push(Removable {
             id: id.to_string(),
             slot,
         });
         self.slots.mark_added(slot);
-        self.ged.pci_changed().map_err(HotplugError::Notify)?;
-        log::info!("hotplug: {} added as {id} at {address}", spec.bdf);
-        Ok(address)
+        self.ged.pci_changed().map_err(HotplugError::Notify)
     }
 
     /// Asks the guest to eject device `id` and waits up to `timeout` for it;
@@ -229,8 +283,10 @@ impl Hotplug {
         let Ok(address) = PciAddress::new(0, slot, 0) else {
             return;
         };
+        // An emulated device (a hot-added disk) is released by its drop:
+        // its worker stops, its ioeventfds and interrupts go.
         if lock(&self.vfio).hot_remove(address, device).is_none() {
-            log::warn!("hotplug: slot {slot} held no assigned device");
+            log::info!("hotplug: the emulated device in slot {slot} is released");
         }
     }
 }

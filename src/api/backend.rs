@@ -21,7 +21,7 @@ use pci::ROM_BAR;
 
 use super::state::{Backend, Counters, TapFds};
 use crate::builder;
-use crate::config::{DeviceConfig, VmConfig};
+use crate::config::{DeviceConfig, DiskConfig, VmConfig};
 use crate::devices::ged::GedEvents;
 use crate::devices::virtio::Tap;
 use crate::exit::{ExitHandle, ExitReason};
@@ -177,6 +177,18 @@ impl Backend for MachineBackend {
         Ok(format!("0000:{address}"))
     }
 
+    fn add_disk(&mut self, disk: &DiskConfig, id: &str) -> Result<String, (u16, String)> {
+        let running = self
+            .running
+            .as_ref()
+            .ok_or((404, "no VM runs".to_string()))?;
+        let address = running
+            .hotplug
+            .add_disk(disk, id)
+            .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+        Ok(format!("0000:{address}"))
+    }
+
     fn remove_device(&mut self, id: &str) -> Result<(), (u16, String)> {
         let running = self
             .running
@@ -248,7 +260,7 @@ fn hotplug_status(e: &HotplugError) -> u16 {
         HotplugError::UnknownId(_) => 404,
         HotplugError::IdTaken(_) | HotplugError::NoEject { .. } => 409,
         HotplugError::Notify(_) => 500,
-        HotplugError::Vfio(_) => 400,
+        HotplugError::Vfio(_) | HotplugError::Virtio(_) | HotplugError::Bus(_) => 400,
     }
 }
 

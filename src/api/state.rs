@@ -11,7 +11,7 @@ use std::sync::mpsc::Sender;
 
 use serde_json::Value;
 
-use crate::config::{ConfigError, DeviceConfig, VmConfig};
+use crate::config::{ConfigError, DeviceConfig, DiskConfig, VmConfig};
 use crate::exit::ExitReason;
 
 /// Per device, named counters (`vm.counters`).
@@ -48,6 +48,14 @@ pub trait Backend: Send {
     /// the HTTP status and message of the refusal (the VM is unaffected).
     fn add_device(&mut self, _device: &DeviceConfig, _id: &str) -> Result<String, (u16, String)> {
         Err((400, "hotplug on a running VM is not supported yet".into()))
+    }
+    /// Adds a virtio-blk on `disk` (its id is `id`) to the running VM and
+    /// tells the guest; returns its guest address, or the refusal.
+    fn add_disk(&mut self, _disk: &DiskConfig, _id: &str) -> Result<String, (u16, String)> {
+        Err((
+            400,
+            "hotplug of disks on a running VM is not supported yet".into(),
+        ))
     }
     /// Asks the guest to eject device `id` and returns once it has and the
     /// device is released; the status and message otherwise.
@@ -329,7 +337,7 @@ impl Controller {
     ) -> Result<(String, Option<String>), StateError> {
         let hot = match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
-            VmState::Running | VmState::Paused if section == "devices" => true,
+            VmState::Running | VmState::Paused if matches!(section, "devices" | "disks") => true,
             VmState::Running | VmState::Paused => {
                 return Err(StateError::unsupported(&format!(
                     "hotplug of {section} on a running VM"
@@ -362,19 +370,41 @@ impl Controller {
         let checked = VmConfig::from_json(&config.to_string()).map_err(config_error)?;
         let mut bdf = None;
         if hot {
-            let device = checked
-                .devices
-                .iter()
-                .find(|d| d.id.as_deref() == Some(&id));
-            let device = device.ok_or_else(|| StateError::new(500, "the device vanished"))?;
-            let added = self.backend.add_device(device, &id);
-            bdf = Some(added.map_err(|(status, message)| StateError::new(status, message))?);
+            bdf = Some(self.hot_plug(&checked, section, &id)?);
         }
         self.config = Some(to_value(&checked).merge_unknown(&config));
         if !fds.is_empty() {
             self.taps.insert(id.clone(), fds);
         }
         Ok((id, bdf))
+    }
+
+    /// Has the backend add item `id` of `section` (in `checked`) to the
+    /// running VM; returns its guest address.
+    fn hot_plug(
+        &mut self,
+        checked: &VmConfig,
+        section: &str,
+        id: &str,
+    ) -> Result<String, StateError> {
+        let vanished = || StateError::new(500, format!("{id} vanished from the config"));
+        let has_id = |i: &Option<String>| i.as_deref() == Some(id);
+        let added = if section == "disks" {
+            let disk = checked
+                .disks
+                .iter()
+                .find(|d| has_id(&d.id))
+                .ok_or_else(vanished)?;
+            self.backend.add_disk(disk, id)
+        } else {
+            let device = checked
+                .devices
+                .iter()
+                .find(|d| has_id(&d.id))
+                .ok_or_else(vanished)?;
+            self.backend.add_device(device, id)
+        };
+        added.map_err(|(status, message)| StateError::new(status, message))
     }
 
     /// Drops from the config the devices the guest ejected on its own.

@@ -114,11 +114,18 @@ fn a_running_vm_takes_and_gives_back_assigned_devices() {
     let refused = c.cold_plug("devices", device("0000:09:00.0", "x"), Vec::new());
     assert_eq!(refused.unwrap_err().status, 400);
     assert_eq!(ids(&mut c), ["nic0"], "a refused device is not listed");
+    let net = serde_json::json!({"tap": "tap9"});
+    let net = c.cold_plug("net", net, Vec::new()).unwrap_err();
+    assert!(
+        net.message.contains("hotplug of net on a running VM"),
+        "{}",
+        net.message
+    );
     let disk = serde_json::json!({"path": "/nonexistent.img"});
     let disk = c.cold_plug("disks", disk, Vec::new()).unwrap_err();
-    assert!(
-        disk.message.contains("hotplug of disks on a running VM"),
-        "{}",
+    assert_eq!(
+        disk.status, 400,
+        "validated before the backend: {}",
         disk.message
     );
 
