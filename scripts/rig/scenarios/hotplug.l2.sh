@@ -7,11 +7,14 @@
 # Round 3: the guest ejects the slot itself (echo 0 > slots/N/power). Then
 # wait for L1's vmm.shutdown.
 . /rig/lib.sh
+# why: the kernel's view of PCI hotplug, before a failure.
+why() { dmesg | grep -iE "acpiphp|hotplug|pci 0000|e1000e|GED|ACPI.*(error|warning)" | tail -n 40 | sed 's/^/RIG-L2: dmesg: /'; }
 modprobe e1000e || fail "cannot load e1000e"
 [ ! -e /sys/class/net/eth0 ] || fail "eth0 exists before any vm.add-device"
+echo "RIG-L2: hotplug slots: $(echo /sys/bus/pci/slots/*)"
 echo "RIG-L2: hotplug guest ready"
 bound() { # bound ROUND: waits (90 s) for eth0, configures it
-    wait_until 900 test -e /sys/class/net/eth0 || fail "round $1: no eth0 after vm.add-device"
+    wait_until 900 test -e /sys/class/net/eth0 || { why; fail "round $1: no eth0 after vm.add-device"; }
     echo "RIG-L2: round $1: e1000e bound as eth0 ($(basename "$(readlink /sys/class/net/eth0/device)"))"
     eth0_up e1000e
     wait_until 100 grep -q 1 /sys/class/net/eth0/carrier || fail "round $1: eth0 has no carrier"
@@ -23,7 +26,7 @@ pings() { # pings ROUND: 200 pings to L1, none lost
     echo "RIG-L2: round $1: pings done"
 }
 removed() { # removed ROUND: waits (90 s) for eth0 to go
-    wait_until 900 test ! -e /sys/class/net/eth0 || fail "round $1: eth0 still there"
+    wait_until 900 test ! -e /sys/class/net/eth0 || { why; fail "round $1: eth0 still there"; }
     echo "RIG-L2: round $1: e1000e removed"
 }
 bound 1
