@@ -40,7 +40,7 @@ add() { # add ROUND: vm.add-device, then L2's driver bound
     remote add-device "path=/sys/bus/pci/devices/$nic,id=nic0" || fail "round $1: vm.add-device failed"
     rig_cs; _answer=$((RIG_CS - _t0))
     grep -q '"bdf": *"0000:00:..\.0"' "$RIG_TMP/answer" || fail "round $1: the answer has no bdf"
-    wait_for "RIG-L2: round $1: e1000e bound" 90
+    wait_for "RIG-L2: round $1: e1000e bound" 100
     rig_cs; _bound=$((RIG_CS - _t0))
     rig_out "hotplug round $1: vm.add-device answered in $(rig_secs $_answer) s; L2's e1000e bound $(rig_secs $_bound) s after the request"
     listed || fail "round $1: vm.info does not list nic0"
