@@ -36,7 +36,7 @@ pub enum HotplugError {
     #[error(transparent)]
     Vfio(#[from] VfioSetupError),
     /// No removable device has this id.
-    #[error("no hot-removable device with id {0:?} (only assigned devices can be removed from a running VM)")]
+    #[error("no hot-removable device with id {0:?} (on a running VM, only assigned devices and disks added while it runs can be removed)")]
     UnknownId(String),
     /// The id is taken.
     #[error("a device with id {0:?} is in the VM already")]

@@ -332,3 +332,48 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod iasl {
+    use crate::boot::acpi::dsdt;
+    use crate::devices::{ged, pci_hotplug, pci_root, serial};
+    use crate::layout;
+
+    /// The DSDT of a VM with every device, disassembled by ACPICA's iasl:
+    /// it must parse without errors and resolve every name it uses.
+    #[test]
+    #[ignore = "needs iasl (Debian: acpica-tools)"]
+    fn iasl_disassembles_the_whole_dsdt() {
+        let mut devices = serial::dsdt_aml();
+        devices.extend(ged::dsdt_aml());
+        devices.extend(pci_root::dsdt_aml(layout::FOUR_GIB));
+        devices.extend(pci_hotplug::dsdt_aml(1 << 3));
+        let dir = std::env::temp_dir().join(format!("vfio-vmm-iasl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let aml = dir.join("dsdt.aml");
+        std::fs::write(&aml, dsdt(&devices)).unwrap();
+        let out = std::process::Command::new("iasl")
+            .arg("-d")
+            .arg(&aml)
+            .output()
+            .expect("iasl is not installed: apt-get install acpica-tools");
+        let log = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap_or_default();
+        if std::env::var_os("IASL_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        assert!(out.status.success(), "{log}");
+        assert!(
+            !log.contains("Error") && !dsl.contains("External ("),
+            "{log}\n{dsl}"
+        );
+        for text in [
+            "Method (PSCN, 0, Serialized)",
+            "Name (_SUN, 0x1F)",
+            "Notify (S031, Arg1)",
+        ] {
+            assert!(dsl.contains(text), "{text} missing in\n{dsl}");
+        }
+    }
+}
