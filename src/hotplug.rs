@@ -217,9 +217,9 @@ impl Hotplug {
         self.ged.pci_changed().map_err(HotplugError::Notify)
     }
 
-    /// Asks the guest to eject device `id` and waits up to `timeout` for it;
-    /// the removal itself happens on the guest's eject.
-    pub fn remove_device(&self, id: &str, timeout: Duration) -> Result<(), HotplugError> {
+    /// Asks the guest to eject device `id`; returns its slot, for
+    /// [`Hotplug::wait_removed`]. The removal itself happens on the eject.
+    pub fn request_removal(&self, id: &str) -> Result<u8, HotplugError> {
         let slot = lock(&self.removable)
             .iter()
             .find(|r| r.id == id)
@@ -227,6 +227,12 @@ impl Hotplug {
             .ok_or_else(|| HotplugError::UnknownId(id.to_string()))?;
         self.slots.mark_removing(slot);
         self.ged.pci_changed().map_err(HotplugError::Notify)?;
+        Ok(slot)
+    }
+
+    /// Waits up to `timeout` for device `id` (in `slot`) to be ejected and
+    /// released.
+    pub fn wait_removed(&self, id: &str, slot: u8, timeout: Duration) -> Result<(), HotplugError> {
         let deadline = Instant::now() + timeout;
         let mut removable = lock(&self.removable);
         while removable.iter().any(|r| r.id == id) {

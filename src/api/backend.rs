@@ -19,7 +19,7 @@ use iommu::sysfs::Sysfs;
 use pci::vfio::VfioStats;
 use pci::ROM_BAR;
 
-use super::state::{Backend, Counters, TapFds};
+use super::state::{Backend, Counters, EjectWait, TapFds};
 use crate::builder;
 use crate::config::{DeviceConfig, DiskConfig, VmConfig};
 use crate::devices::ged::GedEvents;
@@ -189,21 +189,27 @@ impl Backend for MachineBackend {
         Ok(format!("0000:{address}"))
     }
 
-    fn remove_device(&mut self, id: &str) -> Result<(), (u16, String)> {
+    fn remove_device(&mut self, id: &str) -> Result<EjectWait, (u16, String)> {
         let running = self
             .running
             .as_ref()
             .ok_or((404, "no VM runs".to_string()))?;
-        let started = Instant::now();
-        running
-            .hotplug
-            .remove_device(id, EJECT_TIMEOUT)
+        let hotplug = running.hotplug.clone();
+        let slot = hotplug
+            .request_removal(id)
             .map_err(|e| (hotplug_status(&e), e.to_string()))?;
-        log::info!(
-            "API: {id} ejected by the guest and released in {} ms",
-            started.elapsed().as_millis()
-        );
-        Ok(())
+        let id = id.to_string();
+        let started = Instant::now();
+        Ok(Box::new(move || {
+            hotplug
+                .wait_removed(&id, slot, EJECT_TIMEOUT)
+                .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+            log::info!(
+                "API: {id} ejected by the guest and released in {} ms",
+                started.elapsed().as_millis()
+            );
+            Ok(())
+        }))
     }
 
     fn take_ejected(&mut self) -> Vec<String> {

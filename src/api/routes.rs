@@ -130,7 +130,14 @@ impl Api {
                 let Some(id) = body.get("id").and_then(Value::as_str) else {
                     return Err(StateError::new_bad("vm.remove-device needs {\"id\": ID}"));
                 };
-                self.controller().remove(id).and(done)
+                // The wait for the guest's eject holds no lock: other
+                // requests are served meanwhile.
+                let wait = self.controller().remove(id)?;
+                if let Some(wait) = wait {
+                    wait().map_err(|(status, message)| StateError::new_status(status, &message))?;
+                    self.controller().removed(id);
+                }
+                done
             }
             _ => match UNSUPPORTED.iter().find(|(n, _)| *n == name) {
                 Some((_, what)) => Err(StateError::unsupported(what)),

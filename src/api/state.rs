@@ -20,6 +20,10 @@ pub type Counters = BTreeMap<String, BTreeMap<String, u64>>;
 /// Tap descriptors of the NICs, by NIC id.
 pub type TapFds = BTreeMap<String, Vec<OwnedFd>>;
 
+/// Waits for the guest's eject of a device being removed: `Ok` once it is
+/// released, else the status and message (the guest did not eject in time).
+pub type EjectWait = Box<dyn FnOnce() -> Result<(), (u16, String)> + Send>;
+
 /// What runs a VM: production builds a `Machine`, tests record calls.
 pub trait Backend: Send {
     /// Builds the VM of `config` and starts its vCPUs; returns once it runs.
@@ -57,9 +61,10 @@ pub trait Backend: Send {
             "hotplug of disks on a running VM is not supported yet".into(),
         ))
     }
-    /// Asks the guest to eject device `id` and returns once it has and the
-    /// device is released; the status and message otherwise.
-    fn remove_device(&mut self, _id: &str) -> Result<(), (u16, String)> {
+    /// Asks the guest to eject device `id`; returns what waits (without
+    /// the controller's lock) until the guest has and the device is
+    /// released, or the status and message of the refusal.
+    fn remove_device(&mut self, _id: &str) -> Result<EjectWait, (u16, String)> {
         Err((
             400,
             "hot-unplug on a running VM is not supported yet".into(),
@@ -417,18 +422,18 @@ impl Controller {
         }
     }
 
-    /// `vm.remove-device`: before boot, drops the device, disk or NIC `id`;
-    /// on a running VM, has the guest eject assigned device `id` first.
-    pub fn remove(&mut self, id: &str) -> Result<(), StateError> {
+    /// `vm.remove-device`: before boot, drops the device, disk or NIC `id`
+    /// and returns `None`; on a running VM, asks the guest to eject device
+    /// `id` and returns the wait for it: run it without the controller's
+    /// lock, then call [`Controller::removed`].
+    pub fn remove(&mut self, id: &str) -> Result<Option<EjectWait>, StateError> {
         match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
             VmState::Running | VmState::Paused => {
                 self.prune_ejected();
-                let removed = self.backend.remove_device(id);
-                removed.map_err(|(status, message)| StateError::new(status, message))?;
-                self.prune_ejected();
-                self.drop_from_config(id);
-                return Ok(());
+                let wait = self.backend.remove_device(id);
+                let wait = wait.map_err(|(status, message)| StateError::new(status, message))?;
+                return Ok(Some(wait));
             }
             VmState::Created | VmState::Shutdown => {}
         }
@@ -436,7 +441,13 @@ impl Controller {
             return Err(StateError::new(404, format!("no device with id {id:?}")));
         }
         self.taps.remove(id);
-        Ok(())
+        Ok(None)
+    }
+
+    /// The guest ejected device `id` and it is released: drops it from the config.
+    pub fn removed(&mut self, id: &str) {
+        self.prune_ejected();
+        self.drop_from_config(id);
     }
 
     /// Removes the item with `id` from the config; whether there was one.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::super::state::{Backend, Controller, Counters, TapFds};
+use super::super::state::{Backend, Controller, Counters, EjectWait, TapFds};
 use crate::config::tests::fake_bzimage;
 use crate::config::{DeviceConfig, VmConfig};
 use crate::exit::ExitReason;
@@ -55,18 +55,21 @@ impl Backend for HotFake {
         guest.devices.push((id.to_string(), bdf.clone()));
         Ok(bdf)
     }
-    fn remove_device(&mut self, id: &str) -> Result<(), (u16, String)> {
-        let mut guest = self.0.lock().unwrap();
-        if guest.deaf {
-            return Err((409, "the guest did not eject".into()));
-        }
-        let before = guest.devices.len();
-        guest.devices.retain(|(d, _)| d != id);
-        if guest.devices.len() == before {
+    fn remove_device(&mut self, id: &str) -> Result<EjectWait, (u16, String)> {
+        if !self.0.lock().unwrap().devices.iter().any(|(d, _)| d == id) {
             return Err((404, format!("no hot-removable device with id {id:?}")));
         }
-        Ok(())
+        let (guest, id) = (self.0.clone(), id.to_string());
+        Ok(Box::new(move || {
+            let mut guest = guest.lock().unwrap();
+            if guest.deaf {
+                return Err((409, "the guest did not eject".into()));
+            }
+            guest.devices.retain(|(d, _)| *d != id);
+            Ok(())
+        }))
     }
+
     fn take_ejected(&mut self) -> Vec<String> {
         std::mem::take(&mut self.0.lock().unwrap().ejected_alone)
     }
@@ -130,12 +133,16 @@ fn a_running_vm_takes_and_gives_back_assigned_devices() {
     );
 
     guest.lock().unwrap().deaf = true;
-    assert_eq!(c.remove("nic0").unwrap_err().status, 409);
+    let wait = c.remove("nic0").unwrap().expect("a wait for the eject");
+    assert_eq!(wait().unwrap_err().0, 409);
     assert_eq!(ids(&mut c), ["nic0"], "not ejected: still there");
     guest.lock().unwrap().deaf = false;
-    c.remove("nic0").unwrap();
+    let wait = c.remove("nic0").unwrap().expect("a wait for the eject");
+    assert_eq!(ids(&mut c), ["nic0"], "listed until the eject");
+    wait().unwrap();
+    c.removed("nic0");
     assert!(ids(&mut c).is_empty());
-    assert_eq!(c.remove("nic0").unwrap_err().status, 404);
+    assert_eq!(c.remove("nic0").err().map(|e| e.status), Some(404));
 
     // Replug, then the guest ejects it on its own: vm.info stops listing it.
     let (_, bdf) = c
