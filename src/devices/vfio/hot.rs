@@ -122,21 +122,17 @@ impl VfioPassthrough {
     ) -> Result<PciAddress, VfioSetupError> {
         let index = self.handles.len() - 1;
         let address = self.attach_one(index, bus, irqs)?;
-        let placed = bus.assign_bars().and_then(|placements| {
-            self.bars_assigned(&placements)
-                .map_err(|e| {
-                    warn!("{e}");
-                    pci::BusError::BadSlot(address.device())
-                })
-                .map(|()| placements)
-        });
-        if let Err(source) = placed {
-            drop(bus.remove_device(address.device()));
-            self.attached.retain(|a| a.address != address);
-            return Err(VfioSetupError::Bus {
+        let placed = match bus.assign_bars() {
+            Ok(placements) => self.bars_assigned(&placements),
+            Err(source) => Err(VfioSetupError::Bus {
                 bdf: self.specs[index].bdf,
                 source,
-            });
+            }),
+        };
+        if let Err(e) = placed {
+            drop(bus.remove_device(address.device()));
+            self.attached.retain(|a| a.address != address);
+            return Err(e);
         }
         Ok(address)
     }
