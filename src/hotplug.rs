@@ -9,6 +9,7 @@
 //! an eject (on a vCPU thread, from the guest's `_EJ0`) takes the device
 //! off the bus and lets the bus go before it locks the passthrough state.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,12 @@ use iommu::vfio::{preflight, GuestLayout};
 use kvm_ioctls::VmFd;
 use pci::PciAddress;
 
-use crate::config::{DeviceConfig, DiskConfig};
+use crate::config::{DeviceConfig, DiskConfig, NetConfig};
 use crate::devices::ged::GedEvents;
 use crate::devices::pci_hotplug::HotplugSlots;
 use crate::devices::pci_root::SharedPciBus;
 use crate::devices::vfio::{HotAddContext, VfioPassthrough, VfioSetupError};
-use crate::devices::virtio::{Block, VirtioDevice, VirtioPciDevice};
+use crate::devices::virtio::{Block, Net, VirtioDevice, VirtioPciDevice};
 use crate::memory::GuestMemory;
 use crate::vstate::irq::KvmInterruptManager;
 
@@ -84,6 +85,8 @@ pub struct Hotplug {
     gone: Condvar,
     /// Ids the guest ejected, for the API to drop from its config.
     ejected: Mutex<Vec<String>>,
+    /// NICs hot-added so far (their default MACs).
+    nets_added: AtomicUsize,
 }
 
 /// What the machine hands to [`Hotplug::new`].
@@ -133,6 +136,7 @@ impl Hotplug {
             removable: Mutex::new(removable),
             gone: Condvar::new(),
             ejected: Mutex::new(Vec::new()),
+            nets_added: AtomicUsize::new(0),
         });
         let weak: Weak<Hotplug> = Arc::downgrade(&this);
         this.slots.set_eject_handler(Box::new(move |bits| {
@@ -182,6 +186,20 @@ impl Hotplug {
             "hotplug: disk {} added as {id} at {address}",
             disk.path.display()
         );
+        Ok(address)
+    }
+
+    /// Adds a virtio-net on `net`'s tap (opened here, or adopted before) as `id`.
+    pub fn add_net(&self, net: &NetConfig, id: &str) -> Result<PciAddress, HotplugError> {
+        if lock(&self.removable).iter().any(|r| r.id == id) {
+            return Err(HotplugError::IdTaken(id.to_string()));
+        }
+        // Default MACs of hot-added NICs start past any boot NIC's.
+        let index = 32 + self.nets_added.fetch_add(1, Ordering::AcqRel);
+        let nic = Net::new(net, index).map_err(|e| HotplugError::Virtio(e.to_string()))?;
+        let address = self.add_virtio(Box::new(nic))?;
+        self.announce(id, address)?;
+        log::info!("hotplug: NIC on tap {} added as {id} at {address}", net.tap);
         Ok(address)
     }
 

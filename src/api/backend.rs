@@ -6,6 +6,7 @@
 //! resume; device threads keep running (they only finish what the guest
 //! queued before the pause, and their interrupts wait in the irqchip).
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,7 +22,7 @@ use pci::ROM_BAR;
 
 use super::state::{Backend, Counters, EjectWait, TapFds};
 use crate::builder;
-use crate::config::{DeviceConfig, DiskConfig, VmConfig};
+use crate::config::{DeviceConfig, DiskConfig, NetConfig, VmConfig};
 use crate::devices::ged::GedEvents;
 use crate::devices::virtio::Tap;
 use crate::exit::{ExitHandle, ExitReason};
@@ -189,6 +190,26 @@ impl Backend for MachineBackend {
         Ok(format!("0000:{address}"))
     }
 
+    fn add_net(
+        &mut self,
+        net: &NetConfig,
+        id: &str,
+        fds: &[OwnedFd],
+    ) -> Result<String, (u16, String)> {
+        let running = self
+            .running
+            .as_ref()
+            .ok_or((404, "no VM runs".to_string()))?;
+        if let Some(fd) = fds.first() {
+            adopt_tap(net, id, fd, fds.len()).map_err(|e| (400, e))?;
+        }
+        let address = running
+            .hotplug
+            .add_net(net, id)
+            .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+        Ok(format!("0000:{address}"))
+    }
+
     fn remove_device(&mut self, id: &str) -> Result<EjectWait, (u16, String)> {
         let running = self
             .running
@@ -239,23 +260,34 @@ impl Backend for MachineBackend {
 fn adopt_taps(config: &VmConfig, taps: &TapFds) -> Result<(), String> {
     for (id, fds) in taps {
         let Some(fd) = fds.first() else { continue };
-        if fds.len() > 1 {
-            log::warn!(
-                "NIC {id}: {} tap descriptors passed; one queue pair uses the first",
-                fds.len()
-            );
+        match config.net.iter().find(|n| n.id.as_deref() == Some(id)) {
+            Some(nic) => adopt_tap(nic, id, fd, fds.len())?,
+            None => {
+                let dup = fd
+                    .try_clone()
+                    .map_err(|e| format!("NIC {id}: cannot duplicate its tap descriptor: {e}"))?;
+                Tap::adopt(dup).map_err(|e| format!("NIC {id}: {e}"))?;
+            }
         }
-        let dup = fd
-            .try_clone()
-            .map_err(|e| format!("NIC {id}: cannot duplicate its tap descriptor: {e}"))?;
-        let name = Tap::adopt(dup).map_err(|e| format!("NIC {id}: {e}"))?;
-        let nic = config.net.iter().find(|n| n.id.as_deref() == Some(id));
-        if let Some(nic) = nic.filter(|n| n.tap != name) {
-            return Err(format!(
-                "NIC {id}: its descriptor is tap {name}, not {}",
-                nic.tap
-            ));
-        }
+    }
+    Ok(())
+}
+
+/// Hands a duplicate of `fd` (the first of `count` passed for NIC `id`) to
+/// the tap layer, checking that it is `nic`'s tap.
+fn adopt_tap(nic: &NetConfig, id: &str, fd: &OwnedFd, count: usize) -> Result<(), String> {
+    if count > 1 {
+        log::warn!("NIC {id}: {count} tap descriptors passed; one queue pair uses the first");
+    }
+    let dup = fd
+        .try_clone()
+        .map_err(|e| format!("NIC {id}: cannot duplicate its tap descriptor: {e}"))?;
+    let name = Tap::adopt(dup).map_err(|e| format!("NIC {id}: {e}"))?;
+    if nic.tap != name {
+        return Err(format!(
+            "NIC {id}: its descriptor is tap {name}, not {}",
+            nic.tap
+        ));
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::sync::mpsc::Sender;
 
 use serde_json::Value;
 
-use crate::config::{ConfigError, DeviceConfig, DiskConfig, VmConfig};
+use crate::config::{ConfigError, DeviceConfig, DiskConfig, NetConfig, VmConfig};
 use crate::exit::ExitReason;
 
 /// Per device, named counters (`vm.counters`).
@@ -59,6 +59,19 @@ pub trait Backend: Send {
         Err((
             400,
             "hotplug of disks on a running VM is not supported yet".into(),
+        ))
+    }
+    /// Adds a virtio-net on `net`'s tap (`fds[0]` when given: a tap opened
+    /// by the caller) to the running VM; returns its guest address.
+    fn add_net(
+        &mut self,
+        _net: &NetConfig,
+        _id: &str,
+        _fds: &[OwnedFd],
+    ) -> Result<String, (u16, String)> {
+        Err((
+            400,
+            "hotplug of net on a running VM is not supported yet".into(),
         ))
     }
     /// Asks the guest to eject device `id`; returns what waits (without
@@ -342,7 +355,11 @@ impl Controller {
     ) -> Result<(String, Option<String>), StateError> {
         let hot = match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
-            VmState::Running | VmState::Paused if matches!(section, "devices" | "disks") => true,
+            VmState::Running | VmState::Paused
+                if matches!(section, "devices" | "disks" | "net") =>
+            {
+                true
+            }
             VmState::Running | VmState::Paused => {
                 return Err(StateError::unsupported(&format!(
                     "hotplug of {section} on a running VM"
@@ -375,7 +392,7 @@ impl Controller {
         let checked = VmConfig::from_json(&config.to_string()).map_err(config_error)?;
         let mut bdf = None;
         if hot {
-            bdf = Some(self.hot_plug(&checked, section, &id)?);
+            bdf = Some(self.hot_plug(&checked, section, &id, &fds)?);
         }
         self.config = Some(to_value(&checked).merge_unknown(&config));
         if !fds.is_empty() {
@@ -391,10 +408,18 @@ impl Controller {
         checked: &VmConfig,
         section: &str,
         id: &str,
+        fds: &[OwnedFd],
     ) -> Result<String, StateError> {
         let vanished = || StateError::new(500, format!("{id} vanished from the config"));
         let has_id = |i: &Option<String>| i.as_deref() == Some(id);
-        let added = if section == "disks" {
+        let added = if section == "net" {
+            let net = checked
+                .net
+                .iter()
+                .find(|n| has_id(&n.id))
+                .ok_or_else(vanished)?;
+            self.backend.add_net(net, id, fds)
+        } else if section == "disks" {
             let disk = checked
                 .disks
                 .iter()
