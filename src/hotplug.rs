@@ -37,7 +37,7 @@ pub enum HotplugError {
     #[error(transparent)]
     Vfio(#[from] VfioSetupError),
     /// No removable device has this id.
-    #[error("no hot-removable device with id {0:?} (on a running VM, only assigned devices and disks added while it runs can be removed)")]
+    #[error("no hot-removable device with id {0:?} (on a running VM, only assigned devices and the disks and NICs added while it runs can be removed)")]
     UnknownId(String),
     /// The id is taken.
     #[error("a device with id {0:?} is in the VM already")]
