@@ -250,7 +250,10 @@ fn a_missing_disk_image_is_named_before_anything_is_opened() {
 }
 
 /// Takes an OFD lock on the whole of `file`, as another VMM would: a write
-/// lock for a writable image, a read lock for a read-only one.
+/// lock for a writable image, a read lock for a read-only one. A lock just
+/// dropped can outlive its file for a moment: another test's fork holds a
+/// copy of every descriptor until its exec closes them, so a conflict is
+/// retried for up to a second.
 fn ofd_lock(file: &std::fs::File, write: bool) {
     let lock_type = if write { libc::F_WRLCK } else { libc::F_RDLCK };
     let flock = libc::flock {
@@ -261,7 +264,15 @@ fn ofd_lock(file: &std::fs::File, write: bool) {
         l_len: 0,
         l_pid: 0,
     };
-    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&flock)).unwrap();
+    for _ in 0..100 {
+        match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&flock)) {
+            Err(nix::errno::Errno::EAGAIN) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            r => return r.map(drop).unwrap(),
+        }
+    }
+    panic!("the image stayed locked for a second");
 }
 
 #[test]
@@ -342,6 +353,31 @@ fn a_disk_image_the_device_refuses_is_named_before_kvm() {
             "disk image {} is 1000 bytes, not a multiple of 512",
             img.display()
         )),
+        "{err}"
+    );
+    std::fs::remove_file(img).unwrap();
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn a_disk_said_to_be_qcow2_that_is_not_is_refused_before_kvm() {
+    let k = fake_kernel("disk-not-qcow2");
+    let img = zeros("disk-not-qcow2.img");
+    let i = img.display().to_string();
+    let disk = format!("path={i},format=qcow2");
+    let err = run_fails(&["--kernel", k.to_str().unwrap(), "--disk", &disk]);
+    assert!(
+        err.contains(&format!("disk image {i} is not a qcow2 image")) && err.contains("format=raw"),
+        "{err}"
+    );
+    let err = run_fails(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--disk",
+        &format!("path={i},format=vmdk"),
+    ]);
+    assert!(
+        err.contains("format=vmdk: use format=raw or format=qcow2"),
         "{err}"
     );
     std::fs::remove_file(img).unwrap();

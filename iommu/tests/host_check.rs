@@ -13,6 +13,7 @@ fn run(fake: &FakeHost, devices: &[&str], memory: Option<u64>) -> Report {
         memory,
         devices: bdfs(devices),
         windows: MmioWindows::default(),
+        user: None,
     };
     check(&fake.host(), &options)
 }
@@ -190,6 +191,7 @@ fn gpu_with_a_large_bar_is_noted_against_the_64_bit_window() {
         memory: None,
         devices: bdfs(&["01:00.0"]),
         windows: small,
+        user: None,
     };
     let report = check(&fake.host(), &options);
     let bars = lines(&report, "0000:01:00.0")

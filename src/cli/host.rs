@@ -15,6 +15,8 @@ use iommu::pciids::PciNames;
 use iommu::setup::bind::{bind, unbind, BindError, Outcome};
 use iommu::setup::check::{check, CheckOptions};
 use iommu::setup::list::list;
+use iommu::setup::owner::{give_nodes, Account};
+use iommu::setup::user_check::UserOptions;
 use iommu::setup::Host;
 use iommu::Bdf;
 use vfio_vmm::config::{ConfigError, MemoryConfig};
@@ -29,6 +31,17 @@ pub enum HostCommand {
         /// `run --memory` (same grammar): MiB, or with a K/M/G/T suffix (4096, 8G).
         #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
         memory: Option<u64>,
+        /// Check for this user (name or uid) instead of the caller: its access to
+        /// /dev/vfio/vfio, the devices' /dev/vfio/N and /dev/kvm, its memlock limit, its taps.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// With --user: read the memlock limit of this process of the user
+        /// (/proc/PID/limits), e.g. its login shell.
+        #[arg(long, value_name = "PID", requires = "user")]
+        pid: Option<u32>,
+        /// With --user: a tap the guest will use (`run --net tap=NAME`); repeatable.
+        #[arg(long = "tap", value_name = "NAME", requires = "user")]
+        taps: Vec<String>,
         /// Devices to check for assignment, as 0000:01:00.0 or 01:00.0.
         #[arg(value_name = "BDF")]
         devices: Vec<Bdf>,
@@ -45,6 +58,10 @@ pub enum HostCommand {
         /// Bind every member of the devices' IOMMU groups (bridges excepted).
         #[arg(long)]
         group: bool,
+        /// Then give the devices' /dev/vfio/N to this user (name or uid; mode 0600), so
+        /// it can run the guest without root, as libvirt does.
+        #[arg(long, value_name = "USER")]
+        owner: Option<String>,
         /// Devices to bind, as 0000:01:00.0 or 01:00.0.
         #[arg(value_name = "BDF", required = true)]
         devices: Vec<Bdf>,
@@ -71,10 +88,21 @@ fn parse_memory(text: &str) -> Result<u64, ConfigError> {
 pub fn run(cmd: HostCommand, sysfs_root: Option<PathBuf>) -> i32 {
     let host = Host::from_env(sysfs_root);
     match cmd {
-        HostCommand::Check { memory, devices } => {
+        HostCommand::Check {
+            memory,
+            user,
+            pid,
+            taps,
+            devices,
+        } => {
+            let user = match user.as_deref().map(Account::resolve).transpose() {
+                Ok(account) => account.map(|account| UserOptions { account, pid, taps }),
+                Err(e) => return fail(&e),
+            };
             let options = CheckOptions {
                 memory,
                 devices,
+                user,
                 ..CheckOptions::default()
             };
             let report = check(&host, &options);
@@ -102,8 +130,44 @@ pub fn run(cmd: HostCommand, sysfs_root: Option<PathBuf>) -> i32 {
                 Err(e) => fail(&e),
             }
         }
-        HostCommand::Bind { group, devices } => report(bind(&host, &devices, group)),
+        HostCommand::Bind {
+            group,
+            owner,
+            devices,
+        } => bind_command(&host, &devices, group, owner.as_deref()),
         HostCommand::Unbind { group, devices } => report(unbind(&host, &devices, group)),
+    }
+}
+
+/// `host bind [--owner USER]`: the user is resolved before anything changes; its nodes are
+/// handed over after every device is bound (also those already on vfio-pci).
+fn bind_command(host: &Host, devices: &[Bdf], group: bool, owner: Option<&str>) -> i32 {
+    let account = match owner.map(Account::resolve).transpose() {
+        Ok(account) => account,
+        Err(e) => return fail(&e),
+    };
+    let status = report(bind(host, devices, group));
+    let Some(account) = account else {
+        return status;
+    };
+    if status != 0 {
+        return status;
+    }
+    match give_nodes(host, devices, &account) {
+        Ok(nodes) => {
+            out(&nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{}: owned by {}, mode 0600\n",
+                        n.display(),
+                        account.describe()
+                    )
+                })
+                .collect::<String>());
+            0
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -53,9 +53,10 @@ pub struct RunArgs {
     #[arg(long = "device", value_name = "BDF[,rombar=off][,id=ID]")]
     device: Vec<String>,
     /// A virtio-blk disk: a raw or qcow2 image or a block device, locked while the VM runs; repeatable.
+    /// Give format= to open it as that format without probing (safe writes to block 0 of a raw image).
     #[arg(
         long = "disk",
-        value_name = "path=FILE[,readonly=on][,direct=on][,id=ID][,serial=S]"
+        value_name = "path=FILE[,readonly=on][,direct=on][,id=ID][,serial=S][,format=raw|qcow2]"
     )]
     disk: Vec<String>,
     /// A virtio-vsock device: guest CID N (3 or more); hosts connect to the UNIX socket PATH.

@@ -1,10 +1,14 @@
 //! A virtio-blk disk as asked for:
-//! `--disk path=FILE[,readonly=on][,direct=on][,id=NAME][,serial=S]`
+//! `--disk path=FILE[,readonly=on][,direct=on][,id=NAME][,serial=S][,format=raw|qcow2]`
 //! (cloud-hypervisor's `disks[]`). Checked here, before anything is taken:
 //! the syntax, the serial, and that the image is a regular file or a block
 //! device this process may open as asked, given once. Opening, sizing,
 //! format checks and the OFD lock are the device's (`devices::virtio::blk`),
 //! which the builder runs before /dev/kvm is opened.
+//!
+//! The format, when given, is the user's word and is never probed: a raw
+//! image whose guest wrote a qcow2 header into block 0 stays raw (QEMU's
+//! probing hazard). Without it the device probes the image's first bytes.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -15,6 +19,25 @@ use super::{check_id, parse_on_off, ConfigError};
 
 /// Longest serial a guest can read with GET_ID, in bytes.
 pub const MAX_SERIAL_LEN: usize = 20;
+
+/// The format of an image, as the user states it (`format=`, `image_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// A raw file or block device: the guest sees its bytes as they are.
+    Raw,
+    /// qcow2 (without backing or data files).
+    Qcow2,
+}
+
+impl ImageFormat {
+    /// The name `format=` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+        }
+    }
+}
 
 /// One disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +53,8 @@ pub struct DiskConfig {
     /// The serial the guest reads with GET_ID (at most 20 printable ASCII
     /// bytes); derived from the path when absent.
     pub serial: Option<String>,
+    /// The image's format; `None` probes it from the image's first bytes.
+    pub format: Option<ImageFormat>,
 }
 
 impl DiskConfig {
@@ -41,10 +66,11 @@ impl DiskConfig {
             direct: false,
             id: None,
             serial: None,
+            format: None,
         }
     }
 
-    /// Parses `path=FILE[,readonly=on|off][,direct=on|off][,id=ID][,serial=S]`.
+    /// Parses `path=FILE[,readonly=on|off][,direct=on|off][,id=ID][,serial=S][,format=raw|qcow2]`.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let syntax = |why: String| ConfigError::BadDisk {
             text: text.to_string(),
@@ -77,6 +103,7 @@ impl DiskConfig {
                     check_serial(value)?;
                     disk.serial = Some(value.to_string());
                 }
+                "format" => disk.format = Some(parse_format(value).map_err(syntax)?),
                 _ => return Err(syntax(format!("unknown key {key:?}"))),
             }
         }
@@ -116,6 +143,18 @@ impl DiskConfig {
             .map_err(|e| open_error(path, self.readonly, e))?;
         path.canonicalize()
             .map_err(|e| open_error(path, self.readonly, e))
+    }
+}
+
+/// The format named by `format=VALUE`.
+fn parse_format(value: &str) -> Result<ImageFormat, String> {
+    match value {
+        "raw" => Ok(ImageFormat::Raw),
+        "qcow2" => Ok(ImageFormat::Qcow2),
+        _ => Err(format!(
+            "format={value}: use format=raw or format=qcow2 \
+             (convert other formats with `qemu-img convert -O raw`)"
+        )),
     }
 }
 
@@ -176,8 +215,10 @@ mod tests {
     fn disk_specs_parse_every_option() {
         let d = DiskConfig::parse("path=/img/root.raw").unwrap();
         assert_eq!(d, DiskConfig::new("/img/root.raw"));
-        let d =
-            DiskConfig::parse("path=/r.img,readonly=on,direct=on,id=root,serial=SN 01").unwrap();
+        let d = DiskConfig::parse(
+            "path=/r.img,readonly=on,direct=on,id=root,serial=SN 01,format=qcow2",
+        )
+        .unwrap();
         assert_eq!(
             d,
             DiskConfig {
@@ -186,8 +227,11 @@ mod tests {
                 direct: true,
                 id: Some("root".into()),
                 serial: Some("SN 01".into()),
+                format: Some(ImageFormat::Qcow2),
             }
         );
+        let d = DiskConfig::parse("format=raw,path=/r.img").unwrap();
+        assert_eq!(d.format, Some(ImageFormat::Raw));
         let d = DiskConfig::parse("readonly=off,path=/r.img,direct=false").unwrap();
         assert!(!d.readonly && !d.direct);
     }
@@ -203,6 +247,12 @@ mod tests {
             ("path=/a,direct=2", "use direct=on or direct=off"),
             ("path=/a,cache=none", "unknown key \"cache\""),
             ("path=/a,", "\"\" is not key=value"),
+            (
+                "path=/a,format=vmdk",
+                "format=vmdk: use format=raw or format=qcow2",
+            ),
+            ("path=/a,format=", "format=: use format=raw or format=qcow2"),
+            ("path=/a,format=raw,format=raw", "format given twice"),
         ];
         for (text, want) in cases {
             let err = DiskConfig::parse(text).unwrap_err();

@@ -21,8 +21,9 @@
 //! Defaults follow cloud-hypervisor: 1 vCPU, 512 MiB, an empty command line,
 //! serial `Null` (port present, output discarded). Serial modes: `Tty` (stdio),
 //! `File` (with `file`), `Null`, `Off` (no port). `payload.kernel` is a
-//! bzImage or a PVH vmlinux. `disks[].image_type` may be `Raw`, `Qcow2` or
-//! `Unknown`: the format is read from the image itself. `rng` adds a
+//! bzImage or a PVH vmlinux. `disks[].image_type` `Raw` or `Qcow2` opens the
+//! image as that format without probing it (`--disk format=`); `Unknown` or
+//! no `image_type` probes the image's first bytes. `rng` adds a
 //! virtio-rng (`src` defaults to `/dev/urandom`); unlike cloud-hypervisor,
 //! which always has one, without `rng` (or with `"rng": null`) the guest has
 //! none.

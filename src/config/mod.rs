@@ -15,7 +15,7 @@
 //! | `serial.rs` | `--serial stdio|null|off|file=PATH` |
 //! | `device.rs` | `--device BDF[,rombar=off][,id=ID]` |
 //! | `net.rs` | `--net tap=NAME[,mac=MAC][,id=ID]`, MAC addresses, tap names |
-//! | `disk.rs` | `--disk path=FILE[,readonly=on][,direct=on][,id=ID][,serial=S]` |
+//! | `disk.rs` | `--disk path=FILE[,readonly=on][,direct=on][,id=ID][,serial=S][,format=raw|qcow2]` |
 //! | `vsock.rs` | `--vsock cid=N,socket=PATH[,id=ID]` |
 //! | `json.rs` | the JSON form, read and written (`json/disks.rs`: `disks[]` and `vsock`) |
 //!
@@ -42,7 +42,7 @@ use iommu::size::SizeError;
 use iommu::{Bdf, BdfError};
 
 pub use device::DeviceConfig;
-pub use disk::DiskConfig;
+pub use disk::{DiskConfig, ImageFormat};
 pub use memory::{MemoryConfig, MIN_MEMORY};
 pub use net::{MacAddress, NetConfig};
 pub use payload::{KernelKind, PayloadConfig};
@@ -162,7 +162,7 @@ pub enum ConfigError {
     },
     /// A `--disk` value that does not parse.
     #[error(
-        "--disk {text:?}: {why} (expected path=FILE[,readonly=on][,direct=on][,id=ID][,serial=S])"
+        "--disk {text:?}: {why} (expected path=FILE[,readonly=on][,direct=on][,id=ID][,serial=S][,format=raw|qcow2])"
     )]
     BadDisk {
         /// The value given.

@@ -25,7 +25,7 @@ pub enum VmError {
     NoKvm,
     /// /dev/kvm is not accessible.
     #[error(
-        "cannot open /dev/kvm: permission denied: run as root or add your user to the kvm group"
+        "cannot open /dev/kvm: permission denied: add this user to the group of /dev/kvm (`usermod -aG kvm USER`, then log in again) or run as root; `vfio-vmm host check --user USER` lists what else it lacks"
     )]
     KvmAccess,
     /// Another error opening /dev/kvm.

@@ -1,6 +1,7 @@
 //! `host check`: findings about the host as a whole (IOMMU, interrupt remapping, VFIO
 //! modules, /dev/kvm, memlock, hugepages), and the entry point [`check`] that adds the
-//! per-device findings from [`super::device_check`]. Checks never stop at the first
+//! per-device findings from [`super::device_check`] and, with `--user`, those of
+//! [`super::user_check`]. Checks never stop at the first
 //! problem: an unreadable file becomes a `fail` finding naming it, and the other checks
 //! still run.
 
@@ -12,6 +13,7 @@ use crate::sysfs::{Sysfs, SysfsError};
 
 use super::device_check::{self, MmioWindows};
 use super::finding::{Finding, Level, Report};
+use super::user_check::{check_user, UserOptions};
 use super::Host;
 use crate::size::format_size;
 
@@ -24,6 +26,9 @@ pub struct CheckOptions {
     pub devices: Vec<Bdf>,
     /// Windows the devices' BARs must fit in.
     pub windows: MmioWindows,
+    /// The user the guest will run as (`--user`): /dev/kvm and memlock are checked for
+    /// that user instead of this process, with its access to the VFIO nodes and taps.
+    pub user: Option<UserOptions>,
 }
 
 /// Runs every host check, then the per-device checks.
@@ -33,8 +38,13 @@ pub fn check(host: &Host, options: &CheckOptions) -> Report {
     let iommu_on = iommu.level == Level::Ok;
     let mut findings = vec![iommu, interrupt_remapping(sysfs, iommu_on)];
     findings.extend(modules(sysfs));
-    findings.push(kvm(sysfs));
-    findings.push(memlock(host, options.memory));
+    match &options.user {
+        Some(user) => findings.extend(check_user(host, user, options.memory, &options.devices)),
+        None => {
+            findings.push(kvm(sysfs));
+            findings.push(memlock(host, options.memory));
+        }
+    }
     findings.push(hugepages(sysfs, options.memory));
     let mut seen = Vec::new();
     for bdf in &options.devices {
@@ -292,7 +302,7 @@ fn kvm(sysfs: &Sysfs) -> Finding {
 
 /// VFIO pins all guest RAM and charges it to RLIMIT_MEMLOCK unless the process has
 /// CAP_IPC_LOCK (root does).
-fn memlock(host: &Host, memory: Option<u64>) -> Finding {
+pub(super) fn memlock(host: &Host, memory: Option<u64>) -> Finding {
     let subject = "memlock";
     if host.kernel.euid() == 0 {
         return Finding::ok(

@@ -1,5 +1,5 @@
 //! Setting a host up for passthrough: the admin tooling behind `vfio-vmm host check`,
-//! `host list`, `host bind` and `host unbind`. This module owns where those commands look
+//! `host list`, `host bind [--owner]` and `host unbind`. This module owns where those commands look
 //! ([`Host`]: the sysfs root, the state directory, the kernel interface); the VFIO runtime
 //! ([`crate::vfio`]) never imports it.
 //!
@@ -17,7 +17,9 @@ pub mod device_check;
 pub mod finding;
 pub mod kernel;
 pub mod list;
+pub mod owner;
 pub mod state;
+pub mod user_check;
 
 use std::path::PathBuf;
 

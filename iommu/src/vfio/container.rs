@@ -37,7 +37,7 @@ pub enum ContainerError {
         group: u32,
     },
     /// The group node is not accessible to this user.
-    #[error("{bdf}: no permission to open /dev/vfio/{group}: run as root or give this user the node (`chown USER /dev/vfio/{group}`)")]
+    #[error("{bdf}: no permission to open /dev/vfio/{group}: give this user the node (as root: `vfio-vmm host bind --owner USER {bdf}`; `vfio-vmm host check --user USER {bdf}` lists what else it lacks) or run as root")]
     GroupAccess {
         /// The device.
         bdf: String,
@@ -52,6 +52,9 @@ pub enum ContainerError {
         /// Its group.
         group: u32,
     },
+    /// /dev/vfio/vfio is not accessible to this user.
+    #[error("no permission to open /dev/vfio/vfio: as root, `chmod 0666 /dev/vfio/vfio` (the kernel's default mode) or run as root")]
+    ContainerAccess,
     /// Another failure opening the device.
     #[error("{bdf}: cannot open the VFIO device")]
     Open {
@@ -121,7 +124,14 @@ impl Container {
             .create_device(&mut request)
             .map_err(ContainerError::KvmDevice)?;
         let handle = Arc::new(VfioDeviceFd::new_from_kvm(kvm_device));
-        let inner = VfioContainer::new(Some(handle)).map_err(ContainerError::Container)?;
+        let inner = VfioContainer::new(Some(handle)).map_err(|e| match e {
+            VfioError::OpenContainer(ref io)
+                if matches!(errno(io), Some(Errno::EACCES | Errno::EPERM)) =>
+            {
+                ContainerError::ContainerAccess
+            }
+            e => ContainerError::Container(e),
+        })?;
         Ok(Container {
             inner: Arc::new(inner),
             mapped: Mutex::default(),

@@ -122,12 +122,17 @@ impl VfioStats {
             } else {
                 format!("BAR{}", b.bar)
             };
+            // A BAR mapped whole says so in one size; one with trapped parts
+            // (MSI-X table/PBA pages, unmappable regions) gives both sizes.
+            let mapped = if b.mapped == b.size {
+                format_size(b.size)
+            } else {
+                format!("{}, {}", format_size(b.size), format_size(b.mapped))
+            };
             let _ = writeln!(
                 out,
-                "{name} {label}: {}, {} mapped in {} slot(s), trapped accesses: {reads} reads, {writes} writes",
-                b.kind,
-                format_size(b.size),
-                b.slots,
+                "{name} {label}: {}, {mapped} mapped in {} slot(s), trapped accesses: {reads} reads, {writes} writes",
+                b.kind, b.slots,
             );
         }
         let _ = writeln!(

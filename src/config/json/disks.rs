@@ -1,6 +1,9 @@
 //! The JSON form of disks and the vsock device: cloud-hypervisor's
 //! `DiskConfig` (`disks[]`) and `VsockConfig` (`vsock`), with the fields
-//! vfio-vmm ignores when their value changes nothing.
+//! vfio-vmm ignores when their value changes nothing. A disk's `image_type`
+//! is honoured as `--disk format=` is: `Raw` and `Qcow2` are opened as that
+//! format without probing, `Unknown` (or none) is probed, VHD and VHDX are
+//! refused.
 
 use std::path::PathBuf;
 
@@ -9,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_rest, Ignorable, Rest};
 use crate::config::disk::check_serial;
 use crate::config::vsock::check_cid;
-use crate::config::{check_id, ConfigError, DiskConfig, VsockConfig};
+use crate::config::{check_id, ConfigError, DiskConfig, ImageFormat, VsockConfig};
 
 /// Fields of `disks[]` besides the ones [`DiskJson`] takes.
 const DISK_FIELDS: &[Ignorable] = &[
@@ -35,9 +38,9 @@ const VSOCK_FIELDS: &[Ignorable] = &[
     ("pci_device_id", &[]),
 ];
 
-/// cloud-hypervisor's image types; the format is read from the image, so
-/// only the ones vfio-vmm opens are accepted.
-#[derive(Serialize, Deserialize, Debug)]
+/// cloud-hypervisor's image types; vfio-vmm opens `Raw` and `Qcow2` as
+/// stated, probes `Unknown`, and refuses the VHD formats.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ImageType {
     FixedVhd,
     Qcow2,
@@ -75,13 +78,18 @@ pub(super) struct VsockJson {
 
 pub(super) fn disk((i, d): (usize, DiskJson)) -> Result<DiskConfig, ConfigError> {
     check_rest(&format!("disks[{i}]"), &d.rest, DISK_FIELDS)?;
-    if let Some(kind @ (ImageType::FixedVhd | ImageType::Vhdx)) = d.image_type {
-        return Err(ConfigError::Unsupported(
-            format!("disks[{i}].image_type {kind:?}"),
-            " (vfio-vmm reads raw and qcow2 images: convert it with `qemu-img convert -O raw`)"
-                .into(),
-        ));
-    }
+    let format = match d.image_type {
+        Some(ImageType::Raw) => Some(ImageFormat::Raw),
+        Some(ImageType::Qcow2) => Some(ImageFormat::Qcow2),
+        Some(ImageType::Unknown) | None => None,
+        Some(kind @ (ImageType::FixedVhd | ImageType::Vhdx)) => {
+            return Err(ConfigError::Unsupported(
+                format!("disks[{i}].image_type {kind:?}"),
+                " (vfio-vmm reads raw and qcow2 images: convert it with `qemu-img convert -O raw`)"
+                    .into(),
+            ))
+        }
+    };
     if d.path.as_os_str().is_empty() {
         return Err(ConfigError::Json(format!("disks[{i}].path is empty")));
     }
@@ -97,6 +105,7 @@ pub(super) fn disk((i, d): (usize, DiskJson)) -> Result<DiskConfig, ConfigError>
         direct: d.direct,
         id: d.id,
         serial: d.serial,
+        format,
     })
 }
 
@@ -107,7 +116,10 @@ pub(super) fn disk_json(d: &DiskConfig) -> DiskJson {
         direct: d.direct,
         id: d.id.clone(),
         serial: d.serial.clone(),
-        image_type: None,
+        image_type: d.format.map(|f| match f {
+            ImageFormat::Raw => ImageType::Raw,
+            ImageFormat::Qcow2 => ImageType::Qcow2,
+        }),
         rest: Rest::new(),
     }
 }
@@ -163,7 +175,11 @@ mod tests {
     #[test]
     fn disks_and_vsock_round_trip() {
         let k = fake_bzimage("json-disks-round-trip");
-        let (a, b) = (image("rt-a", 4096), image("rt-b", 4096));
+        let (a, b, r) = (
+            image("rt-a", 4096),
+            image("rt-b", 4096),
+            image("rt-r", 4096),
+        );
         let mut c = config(k.clone());
         c.disks = vec![
             DiskConfig::new(&a),
@@ -172,7 +188,12 @@ mod tests {
                 direct: true,
                 id: Some("data".into()),
                 serial: Some("SN 1".into()),
+                format: Some(ImageFormat::Qcow2),
                 ..DiskConfig::new(&b)
+            },
+            DiskConfig {
+                format: Some(ImageFormat::Raw),
+                ..DiskConfig::new(&r)
             },
         ];
         c.vsock = Some(VsockConfig {
@@ -183,8 +204,10 @@ mod tests {
         let text = c.to_json();
         assert!(text.contains(r#""readonly": true"#), "{text}");
         assert!(text.contains(r#""cid": 42"#), "{text}");
+        assert!(text.contains(r#""image_type": "Qcow2""#), "{text}");
+        assert!(text.contains(r#""image_type": "Raw""#), "{text}");
         assert_eq!(VmConfig::from_json(&text), Ok(c));
-        for f in [k, a, b] {
+        for f in [k, a, b, r] {
             std::fs::remove_file(f).unwrap();
         }
     }
@@ -207,10 +230,47 @@ mod tests {
             c.disks,
             vec![DiskConfig {
                 id: Some("root".into()),
+                format: Some(ImageFormat::Raw),
                 ..DiskConfig::new(&img)
             }]
         );
         assert_eq!(c.vsock.map(|v| v.cid), Some(3));
+        std::fs::remove_file(k).unwrap();
+        std::fs::remove_file(img).unwrap();
+    }
+
+    #[test]
+    fn image_type_states_the_format_or_leaves_it_to_probing() {
+        let k = fake_bzimage("json-disks-image-type");
+        let img = image("image-type", 4096);
+        let cases = [
+            (r#", "image_type": "Raw""#, Some(ImageFormat::Raw)),
+            (r#", "image_type": "Qcow2""#, Some(ImageFormat::Qcow2)),
+            (r#", "image_type": "Unknown""#, None),
+            ("", None),
+        ];
+        for (field, want) in cases {
+            let extra = format!(
+                r#", "disks": [{{"path": {:?}{field}}}]"#,
+                img.display().to_string()
+            );
+            let c = VmConfig::from_json(&kernel_json(&k, &extra)).unwrap();
+            assert_eq!(c.disks[0].format, want, "{field}");
+        }
+        for kind in ["FixedVhd", "Vhdx"] {
+            let extra = format!(
+                r#", "disks": [{{"path": {:?}, "image_type": "{kind}"}}]"#,
+                img.display().to_string()
+            );
+            let err = VmConfig::from_json(&kernel_json(&k, &extra))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("disks[0].image_type {kind} is not supported")),
+                "{err}"
+            );
+            assert!(err.contains("qemu-img convert -O raw"), "{err}");
+        }
         std::fs::remove_file(k).unwrap();
         std::fs::remove_file(img).unwrap();
     }

@@ -95,11 +95,21 @@ pub enum TapError {
     #[error("invalid tap name {0:?}: use 1 to 15 characters, no '/', ':', whitespace or NUL")]
     BadName(String),
     /// `/dev/net/tun` could not be opened.
-    #[error("cannot open /dev/net/tun for tap {name}: {source} (load the tun module; needs CAP_NET_ADMIN)")]
+    #[error("cannot open /dev/net/tun for tap {name}: {source} (load the tun module: `modprobe tun`; if permission is denied, as root `chmod 0666 /dev/net/tun`, udev's default mode)")]
     OpenTun {
         /// Tap name.
         name: String,
         /// The open error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TUNSETIFF was refused: creating a tap, or attaching to one the process does
+    /// not own, needs CAP_NET_ADMIN.
+    #[error("tap {name}: not permitted to create it or attach to it (TUNSETIFF: {source}); without CAP_NET_ADMIN, have root make it for this user first: `ip tuntap add dev {name} mode tap user $USER && ip link set {name} up` (`vfio-vmm host check --user USER --tap {name}` checks it)")]
+    NotPermitted {
+        /// Tap name.
+        name: String,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -206,8 +216,16 @@ impl Tap {
         let mut req = IfReqFlags::new(name, tap_flags | IFF_VNET_HDR);
         // SAFETY: TUNSETIFF reads and writes a `struct ifreq`; `req` is one
         // (same size and layout for the name and flags) and outlives the call.
-        unsafe { ioctls::tun_set_iff(tap.file.as_raw_fd(), &mut req) }
-            .map_err(tap.ioctl_err("TUNSETIFF"))?;
+        unsafe { ioctls::tun_set_iff(tap.file.as_raw_fd(), &mut req) }.map_err(|e| {
+            if e == Errno::EPERM {
+                TapError::NotPermitted {
+                    name: name.to_string(),
+                    source: e.into(),
+                }
+            } else {
+                tap.ioctl_err("TUNSETIFF")(e)
+            }
+        })?;
         let hdr_len = VNET_HDR_LEN as std::ffi::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
         unsafe { ioctls::tun_set_vnet_hdr_sz(tap.file.as_raw_fd(), &hdr_len) }

@@ -260,7 +260,7 @@ fn trapped_accesses_are_forwarded_and_counted() {
     let report = stats.report("0000:01:00.0");
     assert!(
         report.contains(
-            "BAR4: I/O BAR, 32 B mapped in 0 slot(s), trapped accesses: 2 reads, 1 writes"
+            "BAR4: I/O BAR, 32 B, 0 B mapped in 0 slot(s), trapped accesses: 2 reads, 1 writes"
         ),
         "{report}"
     );

@@ -7,6 +7,7 @@ mod fakes;
 mod fuzz;
 mod irqs;
 mod layout;
+mod nvme;
 
 /// Config space of a PCIe NIC-like function used by most tests:
 /// BAR0 32-bit memory, BAR2 64-bit memory holding the MSI-X table (at 0)

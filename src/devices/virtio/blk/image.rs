@@ -1,7 +1,8 @@
 //! The host side of a virtio-blk disk: opening an image (a raw file, a block
 //! device, or a qcow2 file through the `imago` crate in its synchronous
-//! mode), checking it before the guest starts, locking it as QEMU does, and
-//! I/O at byte offsets (read, write, flush, discard, write zeroes).
+//! mode; which one is `format.rs`'s choice), checking it before the guest
+//! starts, locking it as QEMU does, and I/O at byte offsets (read, write,
+//! flush, discard, write zeroes).
 //!
 //! Raw images use pread/pwrite, fdatasync and fallocate (punch hole, zero
 //! range) directly. qcow2 goes through imago, built with its `sync` feature:
@@ -31,12 +32,13 @@ use nix::sys::uio::{pread, pwrite};
 use nix::unistd::fdatasync;
 use thiserror::Error;
 
+use super::format;
+pub use super::format::{Format, FormatError};
+
 /// Bytes in a sector, the unit of virtio-blk addresses.
 pub const SECTOR_SIZE: u64 = 512;
 /// Alignment of buffers, offsets and lengths for `direct` (O_DIRECT) I/O.
 pub const DIRECT_ALIGN: usize = 4096;
-/// The first bytes of a qcow2 file.
-const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
 
 nix::ioctl_read!(
     /// BLKGETSIZE64: the size of a block device in bytes.
@@ -92,6 +94,9 @@ pub enum ImageError {
         /// Its size in bytes.
         size: u64,
     },
+    /// The format stated does not fit the image, or its header cannot be read.
+    #[error(transparent)]
+    Format(#[from] FormatError),
     /// imago could not open the qcow2 image (corrupt, a backing file, an unsupported feature).
     #[error("qcow2 image {path}: {source}; vfio-vmm opens no qcow2 backing or data files (they would go unlocked): check it with `qemu-img check`, or flatten it with `qemu-img convert -O raw {path} OUT.raw`")]
     Qcow2 {
@@ -114,15 +119,6 @@ pub enum ImageError {
     },
 }
 
-/// The image format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// A raw file or a block device.
-    Raw,
-    /// qcow2, through imago.
-    Qcow2,
-}
-
 /// What serves the I/O.
 enum Backend {
     /// pread/pwrite on the file or device.
@@ -137,8 +133,9 @@ pub struct DiskImage {
     path: PathBuf,
     /// The I/O backend.
     backend: Backend,
-    /// The open file description holding the OFD lock.
-    _lock: File,
+    /// The open file description holding the OFD lock (never O_DIRECT: it
+    /// also reads the header for the block-0 guard).
+    lock_file: File,
     /// Guest-visible size in bytes (a multiple of [`SECTOR_SIZE`]).
     size: u64,
     /// Opened read-only.
@@ -149,6 +146,8 @@ pub struct DiskImage {
     block_device: bool,
     /// The format.
     format: Format,
+    /// Raw by probing: writes that would make block 0 look like qcow2 are refused.
+    probed_raw: bool,
 }
 
 impl std::fmt::Debug for DiskImage {
@@ -215,21 +214,22 @@ fn size_of(file: &File, block_device: bool) -> io::Result<u64> {
     Ok(size)
 }
 
-/// Reads the first bytes of `file` to tell qcow2 from raw.
-fn detect_format(file: &File) -> io::Result<Format> {
-    let mut magic = [0u8; 4];
-    let n = pread(file, &mut magic, 0)?;
-    Ok(if n == magic.len() && magic == QCOW2_MAGIC {
-        Format::Qcow2
-    } else {
-        Format::Raw
-    })
-}
-
 impl DiskImage {
-    /// Opens, checks and locks the image at `path`: a raw file or block
-    /// device, or qcow2 (detected by its magic). `direct` opens it O_DIRECT.
+    /// Opens, checks and locks the image at `path`, probing its format (see
+    /// [`DiskImage::open_as`]).
     pub fn open(path: &Path, readonly: bool, direct: bool) -> Result<Self, ImageError> {
+        Self::open_as(path, readonly, direct, None)
+    }
+
+    /// Opens, checks and locks the image at `path`: a raw file or block
+    /// device, or qcow2, as `format` says, or as its first bytes say when
+    /// `format` is `None` (see `format.rs`). `direct` opens it O_DIRECT.
+    pub fn open_as(
+        path: &Path,
+        readonly: bool,
+        direct: bool,
+        format: Option<Format>,
+    ) -> Result<Self, ImageError> {
         let os = |what: &'static str| {
             move |source: io::Error| ImageError::Os {
                 path: path.to_path_buf(),
@@ -254,7 +254,7 @@ impl DiskImage {
             },
             e => os("lock")(e.into()),
         })?;
-        let format = detect_format(&lock_file).map_err(os("read the header"))?;
+        let (format, probed) = format::choose(path, &lock_file, format)?;
         let io_file = if direct {
             open_file(path, readonly, OFlag::O_DIRECT).map_err(|e| match e {
                 ImageError::Os { source, .. } if source.raw_os_error() == Some(libc::EINVAL) => {
@@ -278,15 +278,19 @@ impl DiskImage {
                 size,
             });
         }
+        if probed {
+            format::say_probed(path, format, readonly);
+        }
         Ok(DiskImage {
             path: path.to_path_buf(),
             backend,
-            _lock: lock_file,
+            lock_file,
             size,
             readonly,
             direct,
             block_device,
             format,
+            probed_raw: probed && format == Format::Raw,
         })
     }
 
@@ -333,6 +337,9 @@ impl DiskImage {
     pub fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
         if self.readonly {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        if self.probed_raw && format::write_makes_qcow2(&self.lock_file, offset, buf)? {
+            return Err(format::refused_header());
         }
         match &self.backend {
             Backend::Raw(file) => write_all_at(file, offset, buf),

@@ -10,9 +10,10 @@
 //! | --- | --- |
 //! | `mod.rs` | [`DiskOptions`], [`Block`]: features, configuration space, serial, activation |
 //! | `image.rs` | [`DiskImage`]: opening and checking raw files, block devices and qcow2 (imago), OFD locking, I/O |
+//! | `format.rs` | the format an image opens as: the one stated (never probed), or probed with QEMU's warning and block-0 guard |
 //! | `request.rs` | one request: descriptor chain checks, the I/O, the status byte |
 //! | `worker.rs` | the per-disk thread serving the request queue |
-//! | `image_tests.rs`, `tests.rs`, `fuzz_tests.rs`, `transport_tests.rs` | images and locks; requests over a fake queue in guest RAM, hand-made and random; the device behind the PCI transport |
+//! | `image_tests.rs`, `format_tests.rs`, `tests.rs`, `fuzz_tests.rs`, `transport_tests.rs` | images and locks; requests over a fake queue in guest RAM, hand-made and random; the device behind the PCI transport |
 //!
 //! Offered: VERSION_1, INDIRECT_DESC, EVENT_IDX, SEG_MAX, BLK_SIZE, FLUSH,
 //! and DISCARD and WRITE_ZEROES for a writable disk or RO for a read-only
@@ -21,17 +22,20 @@
 //! # Wiring in the VMM
 //!
 //! ```text
-//! let options = DiskOptions { path, readonly, direct, id, serial };  // from --disk
+//! let options = DiskOptions { path, readonly, direct, id, serial, format };  // from --disk
 //! let dev = virtio::new_blk_pci(&options, addr, mem.clone(),
 //!                               interrupts.clone(), vm_fd.clone())?;  // opens + locks: before the guest starts
 //! bus.lock().add_device_at(addr.device(), Box::new(dev))?;
 //! // Dropping the bus at exit stops the worker, closes the image and drops its lock.
 //! ```
 
+pub mod format;
 pub mod image;
 pub mod request;
 pub mod worker;
 
+#[cfg(test)]
+mod format_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
@@ -78,7 +82,7 @@ const BASE_FEATURES: u64 = F_VERSION_1
     | bit(VIRTIO_BLK_F_BLK_SIZE)
     | bit(VIRTIO_BLK_F_FLUSH);
 
-/// How to open one disk: what `--disk path=FILE[,readonly=on][,direct=on][,id=NAME][,serial=S]`
+/// How to open one disk: what `--disk path=FILE[,readonly=on][,direct=on][,id=NAME][,serial=S][,format=F]`
 /// says, validated by the configuration (`config::disk`), which owns the type.
 pub type DiskOptions = crate::config::DiskConfig;
 
@@ -182,7 +186,7 @@ impl Block {
             None => serial_from_path(&path),
         };
         let serial_id = serial_bytes(&path, &serial)?;
-        let image = DiskImage::open(&path, options.readonly, options.direct)?;
+        let image = DiskImage::open_as(&path, options.readonly, options.direct, options.format)?;
         Ok(Block::with_image(
             image,
             options.id.clone(),
