@@ -43,7 +43,7 @@ pub enum HotplugError {
     #[error("a device with id {0:?} is in the VM already")]
     IdTaken(String),
     /// The guest did not eject in time.
-    #[error("the guest did not eject {id} (slot {slot}) within {secs} s (does its kernel have ACPI PCI hotplug, acpiphp?); the device stays assigned and working, and is removed when the guest ejects it")]
+    #[error("the guest did not eject {id} (slot {slot}) within {secs} s (does its kernel have ACPI PCI hotplug, acpiphp?); the device stays in the VM and working, and is removed when the guest ejects it")]
     NoEject {
         /// The device's id.
         id: String,
