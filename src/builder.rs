@@ -25,6 +25,7 @@ use crate::config::{
 use crate::devices::cmos::Cmos;
 use crate::devices::ged::{self, GedEvents, GedRegister};
 use crate::devices::legacy::{AcpiPm, ResetLine, I8042};
+use crate::devices::pci_hotplug::{self, HotplugSlots, PciHotplugRegisters, PCI_HOTPLUG_PORT};
 use crate::devices::pci_root::{self, BarWindow, ConfigPorts, Ecam, SharedPciBus};
 use crate::devices::serial::{self, spawn_stdin_reader, ConsoleOut, SerialDevice};
 use crate::devices::vfio::{CheckedDevices, VfioPassthrough, VfioSetupError};
@@ -33,6 +34,7 @@ use crate::devices::virtio::vsock::{Vsock, VsockError};
 use crate::devices::virtio::{self, BlkError, Block, NetError, RngError, TransportError};
 use crate::devices::virtio::{VirtioDevice, VirtioPciDevice};
 use crate::exit::ExitHandle;
+use crate::hotplug::{Hotplug, HotplugParts};
 use crate::layout;
 use crate::memory;
 use crate::vmm::Machine;
@@ -131,7 +133,7 @@ pub fn build(config: &VmConfig, sysfs: &Sysfs) -> Result<Machine, BuildError> {
     let vsock = config.vsock.as_ref();
     let vsock = vsock.map(|v| Vsock::new(v.cid, &v.socket)).transpose()?;
     let console = open_console(&config.serial)?;
-    let mut machine = assemble(&config.memory, config.cpus, checked, console)?;
+    let mut machine = assemble(&config.memory, config.cpus, checked, console, sysfs)?;
     machine.set_pit(&config.pit)?;
     for (index, net) in config.net.iter().enumerate() {
         add_net(&mut machine, net, index)?;
@@ -168,8 +170,9 @@ impl Machine {
         devices: Vec<DeviceConfig>,
         console: Box<dyn Write + Send>,
     ) -> Result<Self, BuildError> {
-        let checked = CheckedDevices::check(&devices, &Sysfs::new("/"))?;
-        assemble(memory, cpus, checked, Some(console))
+        let sysfs = Sysfs::new("/");
+        let checked = CheckedDevices::check(&devices, &sysfs)?;
+        assemble(memory, cpus, checked, Some(console), &sysfs)
     }
 
     /// Applies the PIT's settings (tick reinjection) to KVM's PIT.
@@ -202,6 +205,7 @@ fn assemble(
     cpus: u8,
     checked: CheckedDevices,
     console: Option<Box<dyn Write + Send>>,
+    sysfs: &Sysfs,
 ) -> Result<Machine, BuildError> {
     let vm = Vm::new()?;
     vm.check_cpus(cpus)?;
@@ -225,6 +229,23 @@ fn assemble(
     add_pci_ranges(&mut buses, &pci, guest_layout.mmio64_base)?;
     let interrupts = Arc::new(KvmInterruptManager::new(vm.shared_fd())?);
     vfio.attach(&mut lock(&pci), interrupts.as_ref())?;
+    let boot_removable = vfio.removable();
+    let vfio = Arc::new(Mutex::new(vfio));
+    let slots = add_hotplug_registers(&mut buses)?;
+    let hotplug = Hotplug::new(
+        HotplugParts {
+            pci: pci.clone(),
+            vm: vm.shared_fd(),
+            vfio: vfio.clone(),
+            interrupts: interrupts.clone(),
+            mem: mem.clone(),
+            layout: guest_layout.clone(),
+            sysfs: sysfs.clone(),
+            slots,
+            ged: ged.clone(),
+        },
+        boot_removable,
+    );
     let vcpus = create_vcpus(&vm, cpus)?;
     Ok(Machine {
         buses,
@@ -233,6 +254,7 @@ fn assemble(
         pci,
         interrupts,
         vfio,
+        hotplug,
         exit,
         gate: Arc::new(RunGate::new()),
         ged,
@@ -301,7 +323,11 @@ fn load_linux(machine: &mut Machine, payload: &PayloadConfig) -> Result<(), Buil
             p.def.size
         );
     }
-    machine.vfio.bars_assigned(&placements)?;
+    let removable = {
+        let vfio = machine.vfio.lock().unwrap_or_else(|p| p.into_inner());
+        vfio.bars_assigned(&placements)?;
+        vfio.removable()
+    };
     let load = match payload.kernel_kind()? {
         KernelKind::BzImage => linux::load,
         KernelKind::PvhElf => linux::load_pvh,
@@ -320,6 +346,15 @@ fn load_linux(machine: &mut Machine, payload: &PayloadConfig) -> Result<(), Buil
     }
     dsdt.extend(ged::dsdt_aml());
     dsdt.extend(pci_root::dsdt_aml(machine.layout.mmio64_base));
+    // Boot devices the API cannot remove get no _EJ0: the guest cannot
+    // eject them by accident.
+    let fixed = lock(&machine.pci)
+        .addresses()
+        .iter()
+        .map(|a| a.device())
+        .filter(|slot| removable.iter().all(|(_, s)| s != slot))
+        .fold(0u32, |bits, slot| bits | (1 << slot));
+    dsdt.extend(pci_hotplug::dsdt_aml(fixed));
     let inputs = acpi::AcpiInputs {
         cpus: machine.vcpus.len() as u8,
         dsdt_devices: &dsdt,
@@ -399,6 +434,17 @@ fn add_ged(vm: &Vm, buses: &mut Buses) -> Result<Arc<GedEvents>, BuildError> {
         Arc::new(Mutex::new(GedRegister(events.clone()))),
     )?;
     Ok(events)
+}
+
+/// The ACPI PCI hotplug registers (which slots changed, ejects).
+fn add_hotplug_registers(buses: &mut Buses) -> Result<Arc<HotplugSlots>, BuildError> {
+    let slots = Arc::new(HotplugSlots::default());
+    buses.pio.insert(
+        u64::from(PCI_HOTPLUG_PORT),
+        PciHotplugRegisters::PORTS,
+        Arc::new(Mutex::new(PciHotplugRegisters(slots.clone()))),
+    )?;
+    Ok(slots)
 }
 
 /// Routes config ports, ECAM and the BAR windows to the PCI bus.

@@ -17,6 +17,7 @@ pub mod builder;
 pub mod config;
 pub mod devices;
 pub mod exit;
+pub mod hotplug;
 pub mod layout;
 pub mod memory;
 pub mod vmm;

@@ -12,6 +12,7 @@ use crate::devices::pci_root::SharedPciBus;
 use crate::devices::serial::SerialDevice;
 use crate::devices::vfio::VfioPassthrough;
 use crate::exit::{ExitHandle, ExitReason};
+use crate::hotplug::Hotplug;
 use crate::layout::GuestLayout;
 use crate::memory::GuestMemory;
 use crate::vstate::gate::RunGate;
@@ -43,7 +44,10 @@ pub struct Machine {
     pub(crate) serial: Option<Arc<Mutex<SerialDevice>>>,
     pub(crate) pci: SharedPciBus,
     pub(crate) interrupts: Arc<KvmInterruptManager>,
-    pub(crate) vfio: VfioPassthrough,
+    /// Passthrough devices (shared with hotplug).
+    pub(crate) vfio: Arc<Mutex<VfioPassthrough>>,
+    /// Adds and removes assigned devices while the guest runs.
+    pub(crate) hotplug: Arc<Hotplug>,
     pub(crate) exit: Arc<ExitHandle>,
     /// Pauses and resumes the vCPUs (`vm.pause`, `vm.resume`).
     pub(crate) gate: Arc<RunGate>,
@@ -93,7 +97,8 @@ impl Machine {
             serial,
             pci,
             interrupts,
-            mut vfio,
+            vfio,
+            hotplug,
             exit,
             gate,
             ged,
@@ -106,15 +111,17 @@ impl Machine {
             err,
         })?;
         let reason = run_vcpus(vcpus, Arc::new(buses), &exit, &gate);
-        let report = vfio.report();
+        let mut passthrough = vfio.lock().unwrap_or_else(|p| p.into_inner());
+        let report = passthrough.report();
         if !report.is_empty() {
             eprint!("{report}");
         }
         // Each step is logged: a step that hangs in the kernel shows in the log.
         log::info!("teardown: releasing passthrough interrupts, resetting devices, unmapping DMA");
-        vfio.shutdown();
+        passthrough.shutdown();
+        drop(passthrough);
         log::info!("teardown: closing devices");
-        drop((serial, ged, pci, interrupts, vfio));
+        drop((serial, ged, pci, interrupts, hotplug, vfio));
         log::info!("teardown: closing the VM");
         drop(vm);
         drop(mem);

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use thiserror::Error;
-use vm_allocator::{AddressAllocator, AllocPolicy};
+use vm_allocator::{AddressAllocator, AllocPolicy, RangeInclusive};
 
 use iommu::size::format_size;
 
@@ -240,5 +240,22 @@ impl BarAllocator {
                 size: def.size,
                 window,
             })
+    }
+
+    /// Gives the range of a BAR of kind and size `def` allocated at `base`
+    /// back to its window (a hot-unplugged device's); a range this
+    /// allocator did not hand out is ignored.
+    pub fn free(&mut self, def: BarDef, base: u64) {
+        let allocator = match self.windows.window_for(def.kind) {
+            WindowKind::Mmio32 => self.mmio32.as_mut(),
+            WindowKind::Mmio64 => self.mmio64.as_mut(),
+            WindowKind::Io => self.io.as_mut(),
+        };
+        let range = base
+            .checked_add(def.size.saturating_sub(1))
+            .and_then(|end| RangeInclusive::new(base, end).ok());
+        if let (Some(allocator), Some(range)) = (allocator, range) {
+            let _ = allocator.free(&range);
+        }
     }
 }

@@ -57,6 +57,8 @@ pub(crate) struct BarState {
     pub(crate) active: bool,
     /// Base last refused, to warn only once per bad placement.
     pub(crate) refused: Option<u64>,
+    /// Base the allocator handed out, freed when the device leaves the bus.
+    pub(crate) allocated: Option<u64>,
 }
 
 /// One occupied slot.
@@ -153,6 +155,7 @@ impl PciBus {
                     placed: None,
                     active: false,
                     refused: None,
+                    allocated: None,
                 });
             }
         }
@@ -162,6 +165,22 @@ impl PciBus {
             bars,
         });
         Ok(address)
+    }
+
+    /// Unplugs the device in slot `slot` (hot-unplug): its BARs stop being
+    /// routed and their ranges go back to the windows. The host bridge (slot
+    /// 0) stays. Returns the device, for the caller to release.
+    pub fn remove_device(&mut self, slot: u8) -> Option<Box<dyn PciDevice>> {
+        if slot == 0 {
+            return None;
+        }
+        let removed = self.slots.get_mut(usize::from(slot))?.take()?;
+        for state in removed.bars.iter().flatten() {
+            if let Some(base) = state.allocated {
+                self.allocator.free(state.def, base);
+            }
+        }
+        Some(removed.device)
     }
 
     /// The function at `address`, if present.
@@ -231,6 +250,7 @@ impl PciBus {
                 })?;
             if let Some(state) = slot.bars.get_mut(bar).and_then(Option::as_mut) {
                 state.placed = Some(base);
+                state.allocated = Some(base);
             }
             placements.push(BarPlacement {
                 address,

@@ -6,10 +6,11 @@
 //! resume; device threads keep running (they only finish what the guest
 //! queued before the pause, and their interrupts wait in the irqchip).
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_clock_data;
 use kvm_ioctls::VmFd;
@@ -19,12 +20,13 @@ use iommu::sysfs::Sysfs;
 use pci::vfio::VfioStats;
 use pci::ROM_BAR;
 
-use super::state::{Backend, Counters, TapFds};
+use super::state::{Backend, Counters, EjectWait, TapFds};
 use crate::builder;
-use crate::config::VmConfig;
+use crate::config::{DeviceConfig, DiskConfig, NetConfig, VmConfig};
 use crate::devices::ged::GedEvents;
 use crate::devices::virtio::Tap;
 use crate::exit::{ExitHandle, ExitReason};
+use crate::hotplug::{Hotplug, HotplugError, EJECT_TIMEOUT};
 use crate::vstate::gate::RunGate;
 
 /// How long `vm.pause` waits for every vCPU to leave KVM_RUN.
@@ -41,10 +43,10 @@ struct Running {
     exit: Arc<ExitHandle>,
     gate: Arc<RunGate>,
     ged: Arc<GedEvents>,
+    hotplug: Arc<Hotplug>,
     vm: Arc<VmFd>,
     /// The guest clock at the pause, restored at resume.
     clock: Option<kvm_clock_data>,
-    stats: Vec<(String, Arc<VfioStats>)>,
     /// Set before the API stops the machine, so its end is not reported as the guest's.
     stopping: Arc<AtomicBool>,
     thread: JoinHandle<()>,
@@ -74,8 +76,8 @@ impl Backend for MachineBackend {
         let machine = builder::build(config, &self.sysfs).map_err(|e| e.to_string())?;
         let exit = machine.exit.clone();
         let (gate, ged) = (machine.gate.clone(), machine.ged.clone());
+        let hotplug = machine.hotplug.clone();
         let vm = machine.vm.shared_fd();
-        let stats = machine.vfio.stats();
         let stopping = Arc::new(AtomicBool::new(false));
         let stopping2 = stopping.clone();
         let thread = std::thread::Builder::new()
@@ -95,9 +97,9 @@ impl Backend for MachineBackend {
             exit,
             gate,
             ged,
+            hotplug,
             vm,
             clock: None,
-            stats,
             stopping,
             thread,
         });
@@ -158,12 +160,93 @@ impl Backend for MachineBackend {
         Ok(())
     }
 
+    fn add_device(&mut self, device: &DeviceConfig, id: &str) -> Result<String, (u16, String)> {
+        let running = self
+            .running
+            .as_ref()
+            .ok_or((404, "no VM runs".to_string()))?;
+        let started = Instant::now();
+        let address = running
+            .hotplug
+            .add_device(device, id)
+            .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+        log::info!(
+            "API: {} hot-plugged as {id} at {address} in {} ms",
+            device.bdf,
+            started.elapsed().as_millis()
+        );
+        Ok(format!("0000:{address}"))
+    }
+
+    fn add_disk(&mut self, disk: &DiskConfig, id: &str) -> Result<String, (u16, String)> {
+        let running = self
+            .running
+            .as_ref()
+            .ok_or((404, "no VM runs".to_string()))?;
+        let address = running
+            .hotplug
+            .add_disk(disk, id)
+            .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+        Ok(format!("0000:{address}"))
+    }
+
+    fn add_net(
+        &mut self,
+        net: &NetConfig,
+        id: &str,
+        fds: &[OwnedFd],
+    ) -> Result<String, (u16, String)> {
+        let running = self
+            .running
+            .as_ref()
+            .ok_or((404, "no VM runs".to_string()))?;
+        if let Some(fd) = fds.first() {
+            adopt_tap(net, id, fd, fds.len()).map_err(|e| (400, e))?;
+        }
+        let address = running
+            .hotplug
+            .add_net(net, id)
+            .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+        Ok(format!("0000:{address}"))
+    }
+
+    fn remove_device(&mut self, id: &str) -> Result<EjectWait, (u16, String)> {
+        let running = self
+            .running
+            .as_ref()
+            .ok_or((404, "no VM runs".to_string()))?;
+        let hotplug = running.hotplug.clone();
+        let slot = hotplug
+            .request_removal(id)
+            .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+        let id = id.to_string();
+        let started = Instant::now();
+        Ok(Box::new(move || {
+            hotplug
+                .wait_removed(&id, slot, EJECT_TIMEOUT)
+                .map_err(|e| (hotplug_status(&e), e.to_string()))?;
+            log::info!(
+                "API: {id} ejected by the guest and released in {} ms",
+                started.elapsed().as_millis()
+            );
+            Ok(())
+        }))
+    }
+
+    fn take_ejected(&mut self) -> Vec<String> {
+        self.running
+            .as_ref()
+            .map(|r| r.hotplug.take_ejected())
+            .unwrap_or_default()
+    }
+
     fn counters(&self) -> Counters {
         let Some(running) = &self.running else {
             return Counters::new();
         };
-        running
-            .stats
+        let vfio = running.hotplug.vfio().lock();
+        vfio.unwrap_or_else(|p| p.into_inner())
+            .stats()
             .iter()
             .map(|(bdf, stats)| (bdf.clone(), device_counters(stats)))
             .collect()
@@ -177,25 +260,46 @@ impl Backend for MachineBackend {
 fn adopt_taps(config: &VmConfig, taps: &TapFds) -> Result<(), String> {
     for (id, fds) in taps {
         let Some(fd) = fds.first() else { continue };
-        if fds.len() > 1 {
-            log::warn!(
-                "NIC {id}: {} tap descriptors passed; one queue pair uses the first",
-                fds.len()
-            );
-        }
-        let dup = fd
-            .try_clone()
-            .map_err(|e| format!("NIC {id}: cannot duplicate its tap descriptor: {e}"))?;
-        let name = Tap::adopt(dup).map_err(|e| format!("NIC {id}: {e}"))?;
-        let nic = config.net.iter().find(|n| n.id.as_deref() == Some(id));
-        if let Some(nic) = nic.filter(|n| n.tap != name) {
-            return Err(format!(
-                "NIC {id}: its descriptor is tap {name}, not {}",
-                nic.tap
-            ));
+        match config.net.iter().find(|n| n.id.as_deref() == Some(id)) {
+            Some(nic) => adopt_tap(nic, id, fd, fds.len())?,
+            None => {
+                let dup = fd
+                    .try_clone()
+                    .map_err(|e| format!("NIC {id}: cannot duplicate its tap descriptor: {e}"))?;
+                Tap::adopt(dup).map_err(|e| format!("NIC {id}: {e}"))?;
+            }
         }
     }
     Ok(())
+}
+
+/// Hands a duplicate of `fd` (the first of `count` passed for NIC `id`) to
+/// the tap layer, checking that it is `nic`'s tap.
+fn adopt_tap(nic: &NetConfig, id: &str, fd: &OwnedFd, count: usize) -> Result<(), String> {
+    if count > 1 {
+        log::warn!("NIC {id}: {count} tap descriptors passed; one queue pair uses the first");
+    }
+    let dup = fd
+        .try_clone()
+        .map_err(|e| format!("NIC {id}: cannot duplicate its tap descriptor: {e}"))?;
+    let name = Tap::adopt(dup).map_err(|e| format!("NIC {id}: {e}"))?;
+    if nic.tap != name {
+        return Err(format!(
+            "NIC {id}: its descriptor is tap {name}, not {}",
+            nic.tap
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP status of a refused hotplug or unplug.
+fn hotplug_status(e: &HotplugError) -> u16 {
+    match e {
+        HotplugError::UnknownId(_) => 404,
+        HotplugError::IdTaken(_) | HotplugError::NoEject { .. } => 409,
+        HotplugError::Notify(_) => 500,
+        HotplugError::Vfio(_) | HotplugError::Virtio(_) | HotplugError::Bus(_) => 400,
+    }
 }
 
 /// The exit report's numbers as named counters.

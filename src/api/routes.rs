@@ -118,19 +118,26 @@ impl Api {
                 let body = serde_json::to_string(&counters).unwrap_or_default();
                 Ok((Response::json(200, body), After::Nothing))
             }
-            "vm.add-device" => self.plug("devices", &req.body, Vec::new()).and(done),
-            "vm.add-disk" => self.plug("disks", &req.body, Vec::new()).and(done),
-            "vm.add-vsock" => self.plug("vsock", &req.body, Vec::new()).and(done),
+            "vm.add-device" => self.plug("devices", &req.body, Vec::new()),
+            "vm.add-disk" => self.plug("disks", &req.body, Vec::new()),
+            "vm.add-vsock" => self.plug("vsock", &req.body, Vec::new()),
             "vm.add-net" => {
                 let body = net_body(&req.body, &req.fds)?;
-                self.plug_value("net", body, req.fds).and(done)
+                self.plug_value("net", body, req.fds)
             }
             "vm.remove-device" => {
                 let body = json_body(&req.body)?;
                 let Some(id) = body.get("id").and_then(Value::as_str) else {
                     return Err(StateError::new_bad("vm.remove-device needs {\"id\": ID}"));
                 };
-                self.controller().remove(id).and(done)
+                // The wait for the guest's eject holds no lock: other
+                // requests are served meanwhile.
+                let wait = self.controller().remove(id)?;
+                if let Some(wait) = wait {
+                    wait().map_err(|(status, message)| StateError::new_status(status, &message))?;
+                    self.controller().removed(id);
+                }
+                done
             }
             _ => match UNSUPPORTED.iter().find(|(n, _)| *n == name) {
                 Some((_, what)) => Err(StateError::unsupported(what)),
@@ -142,14 +149,31 @@ impl Api {
         }
     }
 
-    fn plug(&self, section: &str, body: &[u8], fds: Vec<OwnedFd>) -> Result<(), StateError> {
+    fn plug(
+        &self,
+        section: &str,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Response, After), StateError> {
         self.plug_value(section, json_body(body)?, fds)
     }
 
-    fn plug_value(&self, section: &str, item: Value, fds: Vec<OwnedFd>) -> Result<(), StateError> {
-        let id = self.controller().cold_plug(section, item, fds)?;
-        log::info!("API: {section} {id} added to the VM that will boot");
-        Ok(())
+    /// Adds an item; a device hot-plugged into the running VM answers 200
+    /// `{"id", "bdf"}`, anything else 204.
+    fn plug_value(
+        &self,
+        section: &str,
+        item: Value,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Response, After), StateError> {
+        let (id, bdf) = self.controller().cold_plug(section, item, fds)?;
+        let Some(bdf) = bdf else {
+            log::info!("API: {section} {id} added to the VM that will boot");
+            return Ok((Response::empty(204), After::Nothing));
+        };
+        log::info!("API: device {id} hot-plugged at {bdf}");
+        let body = serde_json::json!({ "id": id, "bdf": bdf });
+        Ok((Response::json(200, body.to_string()), After::Nothing))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::mpsc::Sender;
 
 use serde_json::Value;
 
-use crate::config::{ConfigError, VmConfig};
+use crate::config::{ConfigError, DeviceConfig, DiskConfig, NetConfig, VmConfig};
 use crate::exit::ExitReason;
 
 /// Per device, named counters (`vm.counters`).
@@ -19,6 +19,10 @@ pub type Counters = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// Tap descriptors of the NICs, by NIC id.
 pub type TapFds = BTreeMap<String, Vec<OwnedFd>>;
+
+/// Waits for the guest's eject of a device being removed: `Ok` once it is
+/// released, else the status and message (the guest did not eject in time).
+pub type EjectWait = Box<dyn FnOnce() -> Result<(), (u16, String)> + Send>;
 
 /// What runs a VM: production builds a `Machine`, tests record calls.
 pub trait Backend: Send {
@@ -43,6 +47,46 @@ pub trait Backend: Send {
     fn power_button(&mut self) -> Result<(), String>;
     /// The counters of the running VM's devices.
     fn counters(&self) -> Counters;
+    /// Adds assigned device `device` (its id is `id`) to the running VM
+    /// and tells the guest; returns its guest address (`0000:00:XX.0`), or
+    /// the HTTP status and message of the refusal (the VM is unaffected).
+    fn add_device(&mut self, _device: &DeviceConfig, _id: &str) -> Result<String, (u16, String)> {
+        Err((400, "hotplug on a running VM is not supported yet".into()))
+    }
+    /// Adds a virtio-blk on `disk` (its id is `id`) to the running VM and
+    /// tells the guest; returns its guest address, or the refusal.
+    fn add_disk(&mut self, _disk: &DiskConfig, _id: &str) -> Result<String, (u16, String)> {
+        Err((
+            400,
+            "hotplug of disks on a running VM is not supported yet".into(),
+        ))
+    }
+    /// Adds a virtio-net on `net`'s tap (`fds[0]` when given: a tap opened
+    /// by the caller) to the running VM; returns its guest address.
+    fn add_net(
+        &mut self,
+        _net: &NetConfig,
+        _id: &str,
+        _fds: &[OwnedFd],
+    ) -> Result<String, (u16, String)> {
+        Err((
+            400,
+            "hotplug of net on a running VM is not supported yet".into(),
+        ))
+    }
+    /// Asks the guest to eject device `id`; returns what waits (without
+    /// the controller's lock) until the guest has and the device is
+    /// released, or the status and message of the refusal.
+    fn remove_device(&mut self, _id: &str) -> Result<EjectWait, (u16, String)> {
+        Err((
+            400,
+            "hot-unplug on a running VM is not supported yet".into(),
+        ))
+    }
+    /// Ids of devices the guest ejected on its own since the last call.
+    fn take_ejected(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The API's view of the VM (`VmInfo.state`).
@@ -274,7 +318,8 @@ impl Controller {
     }
 
     /// `vm.info`: configuration, state and memory size.
-    pub fn info(&self) -> Result<Value, StateError> {
+    pub fn info(&mut self) -> Result<Value, StateError> {
+        self.prune_ejected();
         let config = self.config.clone().ok_or_else(StateError::not_created)?;
         let size = config
             .pointer("/memory/size")
@@ -299,20 +344,30 @@ impl Controller {
     /// Cold-plug: adds `item` (an object) to the list `section` (`devices`,
     /// `disks`, `net`) or sets the single `vsock`, and revalidates. An item
     /// without an id gets `_{section}N`, as cloud-hypervisor names them.
-    /// `fds` are tap descriptors for a NIC. Returns the id.
+    /// `fds` are tap descriptors for a NIC. On a running (or paused) VM an
+    /// assigned device is hot-plugged. Returns the id, and the guest address
+    /// of a hot-plugged device.
     pub fn cold_plug(
         &mut self,
         section: &str,
         mut item: Value,
         fds: Vec<OwnedFd>,
-    ) -> Result<String, StateError> {
-        match self.state {
+    ) -> Result<(String, Option<String>), StateError> {
+        let hot = match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
-            VmState::Running | VmState::Paused => {
-                return Err(StateError::unsupported("hotplug on a running VM"))
+            VmState::Running | VmState::Paused
+                if matches!(section, "devices" | "disks" | "net") =>
+            {
+                true
             }
-            VmState::Created | VmState::Shutdown => {}
-        }
+            VmState::Running | VmState::Paused => {
+                return Err(StateError::unsupported(&format!(
+                    "hotplug of {section} on a running VM"
+                )))
+            }
+            VmState::Created | VmState::Shutdown => false,
+        };
+        self.prune_ejected();
         let mut config = self.config.clone().ok_or_else(StateError::not_created)?;
         let Some(obj) = item.as_object_mut() else {
             return Err(StateError::new(400, "the body must be a JSON object"));
@@ -335,23 +390,96 @@ impl Controller {
             }
         }
         let checked = VmConfig::from_json(&config.to_string()).map_err(config_error)?;
+        let mut bdf = None;
+        if hot {
+            bdf = Some(self.hot_plug(&checked, section, &id, &fds)?);
+        }
         self.config = Some(to_value(&checked).merge_unknown(&config));
         if !fds.is_empty() {
             self.taps.insert(id.clone(), fds);
         }
-        Ok(id)
+        Ok((id, bdf))
     }
 
-    /// `vm.remove-device` before boot: drops the device, disk or NIC `id`.
-    pub fn remove(&mut self, id: &str) -> Result<(), StateError> {
+    /// Has the backend add item `id` of `section` (in `checked`) to the
+    /// running VM; returns its guest address.
+    fn hot_plug(
+        &mut self,
+        checked: &VmConfig,
+        section: &str,
+        id: &str,
+        fds: &[OwnedFd],
+    ) -> Result<String, StateError> {
+        let vanished = || StateError::new(500, format!("{id} vanished from the config"));
+        let has_id = |i: &Option<String>| i.as_deref() == Some(id);
+        let added = if section == "net" {
+            let net = checked
+                .net
+                .iter()
+                .find(|n| has_id(&n.id))
+                .ok_or_else(vanished)?;
+            self.backend.add_net(net, id, fds)
+        } else if section == "disks" {
+            let disk = checked
+                .disks
+                .iter()
+                .find(|d| has_id(&d.id))
+                .ok_or_else(vanished)?;
+            self.backend.add_disk(disk, id)
+        } else {
+            let device = checked
+                .devices
+                .iter()
+                .find(|d| has_id(&d.id))
+                .ok_or_else(vanished)?;
+            self.backend.add_device(device, id)
+        };
+        added.map_err(|(status, message)| StateError::new(status, message))
+    }
+
+    /// Drops from the config the devices the guest ejected on its own.
+    fn prune_ejected(&mut self) {
+        if !self.booted() {
+            return;
+        }
+        for id in self.backend.take_ejected() {
+            self.drop_from_config(&id);
+        }
+    }
+
+    /// `vm.remove-device`: before boot, drops the device, disk or NIC `id`
+    /// and returns `None`; on a running VM, asks the guest to eject device
+    /// `id` and returns the wait for it: run it without the controller's
+    /// lock, then call [`Controller::removed`].
+    pub fn remove(&mut self, id: &str) -> Result<Option<EjectWait>, StateError> {
         match self.state {
             VmState::NotCreated => return Err(StateError::not_created()),
             VmState::Running | VmState::Paused => {
-                return Err(StateError::unsupported("hot-unplug on a running VM"))
+                self.prune_ejected();
+                let wait = self.backend.remove_device(id);
+                let wait = wait.map_err(|(status, message)| StateError::new(status, message))?;
+                return Ok(Some(wait));
             }
             VmState::Created | VmState::Shutdown => {}
         }
-        let config = self.config.as_mut().ok_or_else(StateError::not_created)?;
+        if !self.drop_from_config(id) {
+            return Err(StateError::new(404, format!("no device with id {id:?}")));
+        }
+        self.taps.remove(id);
+        Ok(None)
+    }
+
+    /// The guest ejected device `id` and it is released: drops it from the config.
+    pub fn removed(&mut self, id: &str) {
+        self.prune_ejected();
+        self.drop_from_config(id);
+    }
+
+    /// Removes the item with `id` from the config; whether there was one.
+    fn drop_from_config(&mut self, id: &str) -> bool {
+        let Some(config) = self.config.as_mut() else {
+            return false;
+        };
         let has_id = |v: &Value| v.get("id").and_then(Value::as_str) == Some(id);
         let mut found = false;
         if let Some(map) = config.as_object_mut() {
@@ -366,11 +494,7 @@ impl Controller {
                 }
             }
         }
-        if !found {
-            return Err(StateError::new(404, format!("no device with id {id:?}")));
-        }
-        self.taps.remove(id);
-        Ok(())
+        found
     }
 
     /// Acts on a VM that ended on its own; returns the process exit status

@@ -59,7 +59,8 @@ fn io_register(port: u16) -> GAS {
     )
 }
 
-fn dsdt(devices: &[u8]) -> Vec<u8> {
+/// The DSDT with `_S5_` and `devices` (AML bytes), checksummed.
+pub(crate) fn dsdt(devices: &[u8]) -> Vec<u8> {
     let mut t = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE, 1);
     let s5 = Name::new(
         "_S5_".into(),

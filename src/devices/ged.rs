@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use acpi_tables::aml::{
     And, Device, EISAName, Equal, Field, FieldAccessType, FieldEntry, FieldLockRule,
-    FieldUpdateRule, If, Interrupt, Local, Method, Name, Notify, OpRegion, OpRegionSpace, Path,
-    ResourceTemplate, Store, ONE,
+    FieldUpdateRule, If, Interrupt, Local, Method, MethodCall, Name, Notify, OpRegion,
+    OpRegionSpace, Path, ResourceTemplate, Store, ONE,
 };
 use acpi_tables::Aml;
 use vmm_sys_util::eventfd::EventFd;
@@ -24,6 +24,9 @@ use crate::layout::{GED_IRQ, GED_PORT};
 
 /// Event bit: the power button was pressed.
 pub const EVENT_POWER_BUTTON: u8 = 1;
+/// Event bit: PCI devices changed (see `pci_hotplug`): `_EVT` calls
+/// `\_SB_.PCI0.PSCN`, which notifies the slots added or to eject.
+pub const EVENT_PCI_HOTPLUG: u8 = 2;
 /// The `Notify` value for a power button press (ACPI 6.5, 5.6.6).
 const NOTIFY_BUTTON_PRESSED: u8 = 0x80;
 
@@ -45,7 +48,17 @@ impl GedEvents {
 
     /// Presses the power button: the guest sees the event at its next `_EVT`.
     pub fn power_button(&self) -> std::io::Result<()> {
-        self.pending.fetch_or(EVENT_POWER_BUTTON, Ordering::AcqRel);
+        self.raise(EVENT_POWER_BUTTON)
+    }
+
+    /// Tells the guest that PCI slots changed (it reads which from the
+    /// hotplug registers).
+    pub fn pci_changed(&self) -> std::io::Result<()> {
+        self.raise(EVENT_PCI_HOTPLUG)
+    }
+
+    fn raise(&self, event: u8) -> std::io::Result<()> {
+        self.pending.fetch_or(event, Ordering::AcqRel);
         self.irq.write(1)
     }
 }
@@ -91,7 +104,16 @@ pub fn dsdt_aml() -> Vec<u8> {
     let and = And::new(&masked, &read, &event);
     let is_button = Equal::new(&masked, &event);
     let on_button = If::new(&is_button, vec![&notify]);
-    let evt = Method::new("_EVT".into(), 1, true, vec![&store, &and, &on_button]);
+    let (pci_event, pci_masked) = (usize::from(EVENT_PCI_HOTPLUG), Local(2));
+    let pci_test = And::new(&pci_masked, &read, &pci_event);
+    let pscn = MethodCall::new("\\_SB_.PCI0.PSCN".into(), vec![]);
+    let on_pci = If::new(&pci_test, vec![&pscn]);
+    let evt = Method::new(
+        "_EVT".into(),
+        1,
+        true,
+        vec![&store, &and, &on_button, &on_pci],
+    );
     // Edge-triggered, active high: an irqfd pulses the IOAPIC pin. Only
     // interrupts: Linux's GED driver refuses any other resource in `_CRS`.
     let irq = Interrupt::new(true, true, false, false, GED_IRQ);
@@ -139,6 +161,8 @@ mod tests {
         let aml = dsdt_aml();
         let has = |s: &[u8]| aml.windows(s.len()).any(|w| w == s);
         assert!(has(b"ACPI0013") && has(b"_EVT") && has(b"GDAT") && has(b"PWRB"));
+        // The call of \_SB_.PCI0.PSCN (a root multi-name path of 3 segments).
+        assert!(has(b"\\/\x03_SB_PCI0PSCN"));
         // PNP0C0C as a compressed EISA id (0x0C0CD041) after the _HID name.
         assert!(has(&[0x0c, 0x41, 0xd0, 0x0c, 0x0c]));
         // The Notify (0x86) of PWRB with 0x80.

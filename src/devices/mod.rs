@@ -4,6 +4,7 @@ pub mod bus;
 pub mod cmos;
 pub mod ged;
 pub mod legacy;
+pub mod pci_hotplug;
 pub mod pci_root;
 pub mod serial;
 pub mod vfio;

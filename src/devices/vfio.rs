@@ -42,9 +42,11 @@ use crate::layout;
 use crate::memory::GuestMemory;
 
 mod adapter;
+mod hot;
 mod kvm;
 
 pub use adapter::VfioAdapter;
+pub use hot::HotAddContext;
 pub use kvm::{KvmBarMapper, FIRST_BAR_SLOT};
 
 /// Alignment of the 64-bit PCI window.
@@ -97,6 +99,26 @@ pub enum VfioSetupError {
         /// The bus's error.
         #[source]
         source: BusError,
+    },
+    /// A hot-added device is in this VM already.
+    #[error("{0} is assigned to this VM already")]
+    AlreadyAssigned(Bdf),
+    /// Internal: a hot-added device found no container.
+    #[error("no VFIO container to open the device in")]
+    NoContainer,
+    /// The device's IOMMU forbids addresses the running guest uses.
+    #[error("{bdf}: its IOMMU cannot reach guest addresses {start:#x}+{size:#x} ({range}: {why}); the running VM's layout cannot change: boot the VM with this device instead")]
+    LayoutConflict {
+        /// Host device.
+        bdf: Bdf,
+        /// Start of the guest range in conflict.
+        start: u64,
+        /// Its size.
+        size: u64,
+        /// The forbidden IOVA range.
+        range: String,
+        /// Why it is forbidden.
+        why: String,
     },
     /// A BAR could not be mapped where it was assigned.
     #[error("{bdf}: cannot map BAR {bar} at {base:#x}")]
@@ -170,6 +192,8 @@ pub struct VfioPassthrough {
     mapper: Arc<KvmBarMapper>,
     /// Whether shutdown ran.
     released: bool,
+    /// The KVM VM, for a container created by a hot-added device.
+    vm: Arc<VmFd>,
 }
 
 impl VfioPassthrough {
@@ -190,6 +214,7 @@ impl VfioPassthrough {
             attached: Vec::new(),
             mapper: Arc::new(KvmBarMapper::new(Arc::clone(&vm))),
             released: false,
+            vm: Arc::clone(&vm),
         };
         if this.planned.is_empty() {
             return Ok(this);
@@ -285,42 +310,49 @@ impl VfioPassthrough {
         bus: &mut PciBus,
         irqs: &dyn InterruptManager,
     ) -> Result<Vec<PciAddress>, VfioSetupError> {
-        let mut addresses = Vec::new();
-        for (handle, spec) in self.handles.iter().zip(&self.specs) {
-            let address = bus.free_address().map_err(|source| VfioSetupError::Bus {
-                bdf: spec.bdf,
-                source,
-            })?;
-            let ops: Arc<dyn VfioDeviceOps> = Arc::new(VfioAdapter(Arc::clone(handle)));
-            let device = VfioPciDevice::attach(
-                ops,
-                AttachContext {
-                    name: spec.bdf.to_string(),
-                    address,
-                    interrupts: irqs,
-                    mapper: self.mapper.clone(),
-                    options: VfioPciOptions {
-                        rombar: spec.rombar,
-                    },
-                },
-            )?;
-            check_bars_fit(bus, &device, spec.bdf)?;
-            let attached = Attached {
-                bdf: spec.bdf,
+        (0..self.handles.len())
+            .map(|index| self.attach_one(index, bus, irqs))
+            .collect()
+    }
+
+    /// Puts opened device number `index` on the first free slot of `bus`.
+    fn attach_one(
+        &mut self,
+        index: usize,
+        bus: &mut PciBus,
+        irqs: &dyn InterruptManager,
+    ) -> Result<PciAddress, VfioSetupError> {
+        let (handle, spec) = (&self.handles[index], &self.specs[index]);
+        let bus_err = |source| VfioSetupError::Bus {
+            bdf: spec.bdf,
+            source,
+        };
+        let address = bus.free_address().map_err(bus_err)?;
+        let ops: Arc<dyn VfioDeviceOps> = Arc::new(VfioAdapter(Arc::clone(handle)));
+        let device = VfioPciDevice::attach(
+            ops,
+            AttachContext {
+                name: spec.bdf.to_string(),
                 address,
-                bars: device.bar_handle(),
-                stats: device.stats(),
-            };
-            bus.add_device_at(address.device(), Box::new(device))
-                .map_err(|source| VfioSetupError::Bus {
-                    bdf: spec.bdf,
-                    source,
-                })?;
-            info!("vfio: {} is {address} in the guest", spec.bdf);
-            self.attached.push(attached);
-            addresses.push(address);
-        }
-        Ok(addresses)
+                interrupts: irqs,
+                mapper: self.mapper.clone(),
+                options: VfioPciOptions {
+                    rombar: spec.rombar,
+                },
+            },
+        )?;
+        check_bars_fit(bus, &device, spec.bdf)?;
+        let attached = Attached {
+            bdf: spec.bdf,
+            address,
+            bars: device.bar_handle(),
+            stats: device.stats(),
+        };
+        bus.add_device_at(address.device(), Box::new(device))
+            .map_err(bus_err)?;
+        info!("vfio: {} is {address} in the guest", spec.bdf);
+        self.attached.push(attached);
+        Ok(address)
     }
 
     /// Step 6: maps the BARs where `PciBus::assign_bars` placed them (it

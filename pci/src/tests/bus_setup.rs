@@ -81,3 +81,23 @@ pub fn cfg32(bus: &mut PciBus, a: PciAddress, offset: usize) -> u32 {
     bus.config_read(a, offset, &mut d);
     u32::from_le_bytes(d)
 }
+
+#[test]
+fn a_removed_device_frees_its_slot_and_bar_ranges_for_the_next() {
+    let mut bus = bus();
+    let (dev, _) = rich_device();
+    let addr = bus.add_device(Box::new(dev)).unwrap();
+    let first = bus.assign_bars().unwrap();
+    assert!(bus.remove_device(0).is_none(), "the host bridge stays");
+    assert!(bus.remove_device(addr.device()).is_some());
+    assert!(bus.device(addr).is_none());
+    assert!(bus.remove_device(addr.device()).is_none());
+    let (dev, _) = rich_device();
+    let again = bus.add_device(Box::new(dev)).unwrap();
+    assert_eq!(again, addr, "the slot is free again");
+    let second = bus.assign_bars().unwrap();
+    let bases =
+        |p: &[crate::bar::BarPlacement]| p.iter().map(|p| (p.bar, p.base)).collect::<Vec<_>>();
+    assert_eq!(bases(&first), bases(&second), "the ranges were given back");
+    assert!(bus.remove_device(40).is_none());
+}

@@ -537,6 +537,7 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     }
 }
 
+mod hotplug;
 mod notes;
 mod pause;
 mod process;
