@@ -1,6 +1,6 @@
 //! The storage benchmark's records (`scripts/bench/blk-run.sh`) and their
 //! report: `blk.json`, the Markdown of `blk.md` (storage table, CPU row,
-//! vfio-vmm / QEMU ratios); `chart::render_blk_svg` draws `blk.svg`.
+//! vfio-vmm / QEMU ratios); the chart module's `render_blk_svg` draws `blk.svg`.
 //!
 //! Records: `record=blk` (one repetition: fio's `rr_iops`, `rr_p50_us`,
 //! `rr_p99_us` for 4 KiB random reads, `sr_kib_s` and `sw_kib_s` for 1 MiB

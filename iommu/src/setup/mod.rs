@@ -17,6 +17,7 @@ pub mod device_check;
 pub mod finding;
 pub mod kernel;
 pub mod list;
+mod memlock;
 pub mod owner;
 pub mod state;
 pub mod user_check;

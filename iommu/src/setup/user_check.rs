@@ -195,7 +195,7 @@ fn memlock(host: &Host, user: &UserOptions, memory: Option<u64>, myself: bool) -
         return memlock_of_pid(&host.sysfs, pid, account, memory);
     }
     if myself {
-        return super::check::memlock(host, memory);
+        return super::memlock::memlock(host, memory);
     }
     let kib = memory.map_or_else(|| "N".to_string(), |m| m.div_ceil(1024).to_string());
     let name = &account.name;
