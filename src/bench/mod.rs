@@ -439,6 +439,21 @@ impl fmt::Display for RunRecord {
 mod tests {
     use super::*;
 
+    /// The storage chart (here: chart and storage are siblings).
+    #[test]
+    fn the_storage_chart_labels_every_configuration() {
+        let r = storage::tests::sample();
+        let svg = chart::render_blk_svg(&r).unwrap();
+        for label in [
+            "nvme-passthrough (failed)",
+            "qemu-virtio-blk",
+            "MB/s",
+            "IOPS",
+        ] {
+            assert!(svg.contains(label), "missing {label}");
+        }
+    }
+
     const RUN: &str = "record=run\nconfig=virtio-net\nvmm=vfio-vmm\nrep=2\ntx_bytes=250000000\n\
         tx_seconds=2.0\nrx_bytes=125000000\nrx_seconds=2.5\nrtt_us=120,80,100\nclk_tck=100\n\
         vmm_cpu_ticks=150\nvmm_guest_ticks=50\nhost_cpu_ticks=300\n";

@@ -488,4 +488,4 @@ impl StorageReport {
 
 #[cfg(test)]
 #[path = "storage_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -25,7 +25,7 @@ fn cpu(config: &str, seconds: f64) -> Record {
     })
 }
 
-fn sample() -> StorageReport {
+pub(in crate::bench) fn sample() -> StorageReport {
     StorageReport::build(&[
         Record::Setup([("host".to_string(), "h".to_string())].into()),
         blk("qemu-virtio-blk", "qemu", 1, 4000.0, 195_312.5),
@@ -164,7 +164,7 @@ fn strict_check_allows_what_is_not_required() {
 }
 
 #[test]
-fn json_and_svg_render() {
+fn json_renders() {
     let r = sample();
     let v: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
     assert_eq!(v["schema"], "vfio-vmm-bench-blk/1");
@@ -174,13 +174,4 @@ fn json_and_svg_render() {
     );
     assert_eq!(v["ratios"][0]["rr_iops"], 0.5);
     assert!(v["ratios"][1]["rr_iops"].is_null());
-    let svg = super::super::chart::render_blk_svg(&r).unwrap();
-    for label in [
-        "nvme-passthrough (failed)",
-        "qemu-virtio-blk",
-        "MB/s",
-        "IOPS",
-    ] {
-        assert!(svg.contains(label), "missing {label}");
-    }
 }
