@@ -19,6 +19,7 @@ pub mod devices;
 pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod seccomp;
 pub mod vmm;
 pub mod vstate;
 
