@@ -58,7 +58,7 @@ fn a_denied_call_ends_the_process_with_the_thread_and_the_call() {
             unsafe {
                 libc::dup2(write_end.as_raw_fd(), libc::STDERR_FILENO);
                 let mut act: libc::sigaction = std::mem::zeroed();
-                act.sa_sigaction = sigsys::on_sigsys as usize;
+                act.sa_sigaction = sigsys::on_sigsys as *const () as usize;
                 act.sa_flags = libc::SA_SIGINFO;
                 libc::sigaction(libc::SIGSYS, &act, std::ptr::null_mut());
                 sigsys::remember_thread_name("serial-in");

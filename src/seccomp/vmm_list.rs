@@ -72,7 +72,6 @@ pub fn vmm() -> AllowList {
         libc::SYS_set_robust_list,
         libc::SYS_rseq,
         libc::SYS_sched_getaffinity,
-        libc::SYS_prctl,
         libc::SYS_rt_sigaction,
         libc::SYS_tgkill,
         libc::SYS_getpid,
@@ -92,6 +91,22 @@ pub fn vmm() -> AllowList {
         .calls(&sockets)
         .calls(&process)
         .socket_families(&[libc::AF_UNIX, libc::AF_INET])
+        // A thread started from here names itself and installs its own filter.
+        .call_with(
+            libc::SYS_prctl,
+            0,
+            &[
+                libc::PR_SET_NAME,
+                libc::PR_GET_NAME,
+                libc::PR_SET_NO_NEW_PRIVS,
+            ]
+            .map(|o| o as u64),
+        )
+        .call_with(
+            libc::SYS_seccomp,
+            0,
+            &[u64::from(libc::SECCOMP_SET_MODE_FILTER)],
+        )
         .ioctl_types(&[
             ioctl_type::KVM,
             ioctl_type::VFIO,

@@ -20,17 +20,17 @@ const VFIO: u8 = b';';
 /// The ioctls a vCPU thread makes.
 fn ioctls() -> Vec<u64> {
     vec![
-        request_code_none!(KVMIO, 0x80) as u64, // KVM_RUN
+        request_code_none!(KVMIO, 0x80), // KVM_RUN
         request_code_write!(KVMIO, 0x76, size_of::<kvm_irqfd>()) as u64, // KVM_IRQFD
         request_code_write!(KVMIO, 0x79, size_of::<kvm_ioeventfd>()) as u64, // KVM_IOEVENTFD
         request_code_write!(KVMIO, 0x6a, size_of::<kvm_irq_routing>()) as u64, // KVM_SET_GSI_ROUTING
         request_code_write!(KVMIO, 0x46, size_of::<kvm_userspace_memory_region>()) as u64, // KVM_SET_USER_MEMORY_REGION
         request_code_write!(KVMIO, 0x61, size_of::<kvm_irq_level>()) as u64, // KVM_IRQ_LINE
         request_code_write!(KVMIO, 0xa5, size_of::<kvm_msi>()) as u64,       // KVM_SIGNAL_MSI
-        request_code_none!(VFIO, 100 + 8) as u64, // VFIO_DEVICE_GET_REGION_INFO
-        request_code_none!(VFIO, 100 + 9) as u64, // VFIO_DEVICE_GET_IRQ_INFO
-        request_code_none!(VFIO, 100 + 10) as u64, // VFIO_DEVICE_SET_IRQS
-        request_code_none!(VFIO, 100 + 11) as u64, // VFIO_DEVICE_RESET
+        request_code_none!(VFIO, 100 + 8), // VFIO_DEVICE_GET_REGION_INFO
+        request_code_none!(VFIO, 100 + 9), // VFIO_DEVICE_GET_IRQ_INFO
+        request_code_none!(VFIO, 100 + 10), // VFIO_DEVICE_SET_IRQS
+        request_code_none!(VFIO, 100 + 11), // VFIO_DEVICE_RESET
         request_code_write!(b'T', 208, size_of::<libc::c_uint>()) as u64, // TUNSETOFFLOAD
         request_code_write!(b'T', 216, size_of::<libc::c_int>()) as u64, // TUNSETVNETHDRSZ
         FIONBIO,
