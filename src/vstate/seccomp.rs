@@ -2,8 +2,9 @@
 //! its exits reach does: VFIO config space and trapped BAR accesses
 //! (pread/pwrite), MSI/MSI-X and INTx changes (VFIO_DEVICE_SET_IRQS, KVM
 //! irqfd and GSI routing), BARs moved by the guest (memory slots, mmap),
-//! virtio activation (eventfds, tap offloads; the worker itself comes from
-//! the spawner), the serial console's output, and the exit latch.
+//! virtio activation (eventfds, tap offloads, the vsock muxer's epoll set;
+//! the worker itself comes from the spawner), the serial console's output,
+//! and the exit latch.
 
 use std::mem::size_of;
 
@@ -45,6 +46,8 @@ pub fn vcpu() -> AllowList {
             libc::SYS_pread64,
             libc::SYS_pwrite64,
             libc::SYS_eventfd2,
+            libc::SYS_epoll_create1,
+            libc::SYS_epoll_ctl,
             libc::SYS_fcntl,
             libc::SYS_dup,
             libc::SYS_tgkill,
