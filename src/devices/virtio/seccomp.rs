@@ -48,7 +48,7 @@ pub fn blk() -> AllowList {
 }
 
 /// virtio-vsock: the host's UNIX sockets (accepting on the listener,
-/// connecting to `PATH_P`, streaming both ways).
+/// connecting to `PATH_P`, streaming both ways, polling one for a hang-up).
 pub fn vsock() -> AllowList {
     base()
         .with(&epoll())
@@ -64,6 +64,8 @@ pub fn vsock() -> AllowList {
             libc::SYS_shutdown,
             libc::SYS_getsockopt,
             libc::SYS_fcntl,
+            libc::SYS_poll,
+            libc::SYS_ppoll,
         ])
         .socket_families(&[libc::AF_UNIX])
         .ioctls(&[FIONBIO])
