@@ -18,7 +18,7 @@ out=$RIG_TMP/vmm.out
 mkfifo "$RIG_TMP/stdin"
 cmdline="console=ttyS0 panic=-1${RIG_L2_KARGS:+ $RIG_L2_KARGS} rig.addr=169.254.1.2 rig.peer=169.254.1.1"
 RUST_LOG=info vfio-vmm run --api-socket "$S" --kernel "$RIG_L2_KERNEL" --initramfs "$RIG_L2_INITRD" \
-    --cmdline "$cmdline" --cpus 2 --memory 256M --device "$bdf" --net tap=vtap0,mac=02:00:00:00:00:02 \
+    --cmdline "$cmdline" --cpus 1 --memory 256M --device "$bdf" --net tap=vtap0,mac=02:00:00:00:00:02 \
     --disk path="$RIG_TMP/disk.img",id=d0 --vsock cid=3,socket="$RIG_TMP/v.sock" --rng \
     < "$RIG_TMP/stdin" > "$out" 2>&1 &
 pid=$!
