@@ -126,8 +126,13 @@ pub fn mode() -> Mode {
 /// handler and starts the spawner. Call it once, before any other thread.
 pub fn init(mode: Mode) -> Result<(), SeccompError> {
     MODE.store(mode as u8, Ordering::Release);
-    if mode == Mode::Off {
-        return Ok(());
+    match mode {
+        Mode::Off => {
+            log::info!("--seccomp false: no seccomp filters");
+            return Ok(());
+        }
+        Mode::Trap => log::info!("--seccomp true: a seccomp filter per thread"),
+        Mode::Log => log::info!("--seccomp log: denied calls are allowed and logged by the kernel"),
     }
     vmm_sys_util::signal::register_signal_handler(libc::SIGSYS, sigsys::on_sigsys)
         .map_err(|e| SeccompError::Handler(std::io::Error::from_raw_os_error(e.errno())))?;
