@@ -20,6 +20,7 @@ pub mod exit;
 pub mod hotplug;
 pub mod layout;
 pub mod memory;
+pub mod seccomp;
 pub mod vmm;
 pub mod vstate;
 

@@ -31,6 +31,9 @@ pub enum VmmError {
         /// Why.
         err: std::io::Error,
     },
+    /// The control plane's seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// A VM with its memory, devices and vCPUs, ready to run.
@@ -110,6 +113,7 @@ impl Machine {
             what: "the SIGINT/SIGTERM handlers",
             err,
         })?;
+        crate::seccomp::install(crate::seccomp::ThreadKind::Vmm)?;
         let reason = run_vcpus(vcpus, Arc::new(buses), &exit, &gate);
         let mut passthrough = vfio.lock().unwrap_or_else(|p| p.into_inner());
         let report = passthrough.report();
@@ -143,8 +147,10 @@ fn run_vcpus(
         let (b, e, s) = (buses.clone(), exit.clone(), gate.clone());
         match std::thread::Builder::new()
             .name("vcpu".into())
-            .spawn(move || vcpu.run(&b, &e, &s))
-        {
+            .spawn(move || {
+                crate::seccomp::enter(crate::seccomp::ThreadKind::Vcpu);
+                vcpu.run(&b, &e, &s)
+            }) {
             Ok(t) => threads.push(t),
             Err(e) => {
                 exit.request(ExitReason::VcpuError(

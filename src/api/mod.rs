@@ -17,6 +17,7 @@ pub mod backend;
 pub mod client;
 pub mod http;
 pub mod routes;
+pub mod seccomp;
 pub mod server;
 pub mod state;
 
@@ -40,6 +41,9 @@ pub enum ApiError {
     /// The VM given on the command line could not be created or booted.
     #[error("{0}")]
     Boot(#[from] StateError),
+    /// The main thread's seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// The signal handlers could not be installed.
     #[error("cannot catch SIGINT/SIGTERM: {0}")]
     Signals(std::io::Error),
@@ -54,6 +58,7 @@ pub fn serve(
     backend: Box<dyn Backend>,
     limits: Limits,
 ) -> Result<i32, ApiError> {
+    crate::seccomp::install(crate::seccomp::ThreadKind::Vmm)?;
     let (tx, rx) = mpsc::channel();
     watch_signals(tx.clone())?;
     let mut controller = Controller::new(backend, tx.clone());
@@ -96,6 +101,7 @@ fn watch_signals(tx: mpsc::Sender<Event>) -> Result<(), ApiError> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            crate::seccomp::enter(crate::seccomp::ThreadKind::Signals);
             if let ExitReason::Signal(sig) = latch.wait() {
                 let _ = tx.send(Event::Signal(sig));
             }

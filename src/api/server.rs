@@ -70,7 +70,10 @@ impl Server {
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || accept_loop(listener, api, limits, &stop2))
+            .spawn(move || {
+                crate::seccomp::enter(crate::seccomp::ThreadKind::ApiAccept);
+                accept_loop(listener, api, limits, &stop2)
+            })
             .map_err(listen_err)?;
         log::info!("API: listening on {}", path.display());
         Ok(Server {
@@ -152,12 +155,11 @@ fn accept_loop(listener: UnixListener, api: Arc<Api>, limits: Limits, stop: &Ato
         }
         let guard = Active(active.clone());
         let api = api.clone();
-        let spawned = std::thread::Builder::new()
-            .name("api-conn".into())
-            .spawn(move || {
-                let _guard = guard;
-                serve(stream, &api, &limits);
-            });
+        let kind = crate::seccomp::ThreadKind::ApiConn;
+        let spawned = crate::seccomp::spawn("api-conn".into(), kind, move || {
+            let _guard = guard;
+            serve(stream, &api, &limits);
+        });
         if let Err(e) = spawned {
             log::warn!("API: cannot start a connection thread: {e}");
         }

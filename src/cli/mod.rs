@@ -29,9 +29,10 @@ pub struct Cli {
     /// Write the log to FILE instead of stderr.
     #[arg(long, value_name = "FILE", global = true)]
     log_file: Option<PathBuf>,
-    /// Accepted for cloud-hypervisor compatibility; vfio-vmm has no seccomp filter yet.
-    #[arg(long, value_name = "true|false")]
-    seccomp: Option<String>,
+    /// Seccomp filters for `run` and API mode: true (a denied call ends vfio-vmm with a
+    /// message), false (none), log (denied calls are allowed and logged by the kernel).
+    #[arg(long, value_enum, global = true, default_value = "true")]
+    seccomp: vfio_vmm::seccomp::Mode,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -70,8 +71,12 @@ pub fn main() -> ExitCode {
         eprintln!("vfio-vmm: error: {e}");
         return ExitCode::FAILURE;
     }
-    if let Some(seccomp) = &cli.seccomp {
-        log::info!("--seccomp {seccomp}: accepted; vfio-vmm has no seccomp filter yet");
+    let runs_vm = matches!(cli.command, None | Some(Command::Run(_)));
+    if runs_vm {
+        if let Err(e) = vfio_vmm::seccomp::init(cli.seccomp) {
+            eprintln!("vfio-vmm: error: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     match (cli.command, cli.api_socket) {
         (Some(_), Some(_)) => {

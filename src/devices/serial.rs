@@ -130,11 +130,17 @@ pub fn dsdt_aml() -> Vec<u8> {
     bytes
 }
 
+/// What the stdin reader may call: read stdin, sleep while the UART is full.
+pub fn stdin_reader_syscalls() -> crate::seccomp::AllowList {
+    crate::seccomp::base().calls(&[libc::SYS_read])
+}
+
 /// Feeds stdin to the UART until EOF, on its own thread.
 pub fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("serial-in".into())
         .spawn(move || {
+            crate::seccomp::enter(crate::seccomp::ThreadKind::SerialIn);
             let mut buf = [0u8; 64];
             let mut stdin = std::io::stdin().lock();
             while let Ok(n @ 1..) = stdin.read(&mut buf) {

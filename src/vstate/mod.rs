@@ -2,5 +2,6 @@
 
 pub mod gate;
 pub mod irq;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

@@ -34,6 +34,7 @@ pub mod net;
 pub mod pci_transport;
 pub mod queue;
 pub mod rng;
+pub mod seccomp;
 pub mod tap;
 pub mod thread;
 pub mod vsock;

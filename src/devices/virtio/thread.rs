@@ -37,9 +37,8 @@ impl WorkerHandle {
     ) -> std::io::Result<Self> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let thread_stop = stop.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || run(thread_stop))?;
+        let kind = super::seccomp::kind_of(device);
+        let thread = crate::seccomp::spawn(name, kind, move || run(thread_stop))?;
         Ok(WorkerHandle {
             device,
             stop,
