@@ -25,6 +25,7 @@ use crate::devices::pci_root::SharedPciBus;
 use crate::devices::vfio::{HotAddContext, VfioPassthrough, VfioSetupError};
 use crate::devices::virtio::{Block, Net, VirtioDevice, VirtioPciDevice};
 use crate::memory::GuestMemory;
+use crate::seccomp::ThreadKind;
 use crate::vstate::irq::KvmInterruptManager;
 
 /// How long `remove` waits for the guest to eject.
@@ -111,6 +112,28 @@ pub struct HotplugParts {
     pub ged: Arc<GedEvents>,
 }
 
+/// The guest's eject (`B0EJ`, written on a vCPU) is carried out on a thread
+/// of its own under the control plane's filter: releasing a device takes
+/// VFIO container and KVM device calls that a vCPU's filter does not allow,
+/// and the vCPU goes back to the guest at once (the guest's driver let go of
+/// the device before `_EJ0`). If no thread can be started, the vCPU does it.
+fn eject_elsewhere(weak: Weak<Hotplug>, bits: u32) {
+    let job = {
+        let weak = weak.clone();
+        move || {
+            if let Some(hotplug) = weak.upgrade() {
+                hotplug.ejected_by_guest(bits);
+            }
+        }
+    };
+    if let Err(e) = crate::seccomp::spawn("hotplug-eject".into(), ThreadKind::Vmm, job) {
+        log::warn!("hotplug: no thread for the guest's eject ({e}): releasing on the vCPU");
+        if let Some(hotplug) = weak.upgrade() {
+            hotplug.ejected_by_guest(bits);
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -139,11 +162,8 @@ impl Hotplug {
             nets_added: AtomicUsize::new(0),
         });
         let weak: Weak<Hotplug> = Arc::downgrade(&this);
-        this.slots.set_eject_handler(Box::new(move |bits| {
-            if let Some(hotplug) = weak.upgrade() {
-                hotplug.ejected_by_guest(bits);
-            }
-        }));
+        this.slots
+            .set_eject_handler(Box::new(move |bits| eject_elsewhere(weak.clone(), bits)));
         this
     }
 
