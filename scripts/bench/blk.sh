@@ -76,21 +76,12 @@ host_mode() {
     fi
     grep -q '\[never\]' /sys/kernel/mm/transparent_hugepage/enabled 2> /dev/null ||
         say "transparent huge pages are not 'never': QEMU may back guest RAM with 2 MiB pages, vfio-vmm does not"
-    local vmm tmp
-    vmm=$(vmm_bin)
-    tmp=$(mktemp -d)
-    # The guest: the rig's Debian kernel, busybox + nvme/virtio modules + fio, blk-guest.sh as its script.
-    guest_initramfs "$tmp" fio.cpio
-    rm -rf "$OUT/${RAW:?}"
-    mkdir -p "$OUT/$RAW" "$tmp/rig"
     say "running: configs ${configs:-all}, ${secs}s per fio job, $reps repetitions"
-    PATH=$(dirname "$vmm"):$PATH RIG_TMP=$tmp/rig BENCH_RIG_LIB=$ROOT/scripts/rig/lib.sh \
-        BENCH_OUT=$OUT/$RAW BENCH_KERNEL=$RIG_DIR/l2/vmlinuz BENCH_INITRD=$tmp/initramfs.cpio \
-        BENCH_GUEST=$HERE/blk-guest.sh BENCH_CONFIGS=$configs BENCH_DEVICE=$device BENCH_DISK=$disk \
-        BENCH_TIME=$secs BENCH_REPS=$reps BENCH_SIZE=$size BENCH_QD=$qd BENCH_CPU_MIB=$cpu_mib \
-        BENCH_CPUS=$cpus BENCH_MEM=$mem sh "$HERE/blk-run.sh" >&2
-    rm -rf "$tmp"
-    report "$OUT/$RAW" 0
+    # The guest: the rig's Debian kernel, busybox + nvme/virtio modules + fio, blk-guest.sh as its script.
+    host_run fio.cpio \
+        "BENCH_GUEST=$HERE/blk-guest.sh" "BENCH_CONFIGS=$configs" "BENCH_DEVICE=$device" "BENCH_DISK=$disk" \
+        "BENCH_TIME=$secs" "BENCH_REPS=$reps" "BENCH_SIZE=$size" "BENCH_QD=$qd" "BENCH_CPU_MIB=$cpu_mib" \
+        "BENCH_CPUS=$cpus" "BENCH_MEM=$mem"
 }
 
 [ $# -gt 0 ] || usage

@@ -89,6 +89,24 @@ guest_initramfs() {
         cat "$RIG_DIR/l2/base.cpio" "$RIG_DIR/l2/tools.cpio" "$RIG_DIR/l1/$cpio" - > "$tmp/initramfs.cpio"
 }
 
+# host_run CPIO VAR=VALUE...: on a real host, builds the guest (guest_initramfs
+# TMP CPIO), runs $BENCH-run.sh with the common BENCH_* environment and
+# VAR=VALUE... (its own), and writes the report from its raw records.
+host_run() {
+    local cpio=$1 vmm tmp
+    shift
+    vmm=$(vmm_bin)
+    tmp=$(mktemp -d)
+    guest_initramfs "$tmp" "$cpio"
+    rm -rf "$OUT/${RAW:?}"
+    mkdir -p "$OUT/$RAW" "$tmp/rig"
+    env PATH="$(dirname "$vmm"):$PATH" RIG_TMP="$tmp/rig" BENCH_RIG_LIB="$ROOT/scripts/rig/lib.sh" \
+        BENCH_OUT="$OUT/$RAW" BENCH_KERNEL="$RIG_DIR/l2/vmlinuz" BENCH_INITRD="$tmp/initramfs.cpio" \
+        "$@" sh "$HERE/$BENCH-run.sh" >&2
+    rm -rf "$tmp"
+    report "$OUT/$RAW" 0
+}
+
 # report_cmd CMD SRC [--out DIR] [--strict]: the from-log and report commands.
 # from-log is the rig's check (scenarios/bench-$BENCH.host.sh): always strict.
 report_cmd() {

@@ -64,21 +64,12 @@ host_mode() {
         say "no --device: passthrough and qemu-passthrough will be skipped"
     fi
     [ -n "$guest" ] || guest=${peer%.*}.$(( ${peer##*.} % 254 + 1 ))/24
-    local vmm tmp
-    vmm=$(vmm_bin)
-    tmp=$(mktemp -d)
-    # The guest: the rig's Debian kernel, busybox + NIC modules + iperf3, net-guest.sh as its script.
-    guest_initramfs "$tmp" iperf.cpio
-    rm -rf "$OUT/${RAW:?}"
-    mkdir -p "$OUT/$RAW" "$tmp/rig"
     say "running: configs ${configs:-all}, ${secs}s per direction, $reps repetitions, $pings pings"
-    PATH=$(dirname "$vmm"):$PATH RIG_TMP=$tmp/rig BENCH_RIG_LIB=$ROOT/scripts/rig/lib.sh \
-        BENCH_OUT=$OUT/$RAW BENCH_KERNEL=$RIG_DIR/l2/vmlinuz BENCH_INITRD=$tmp/initramfs.cpio \
-        BENCH_CONFIGS=$configs BENCH_DEVICE=$device BENCH_DRIVER=$driver BENCH_PEER_ADDR=$peer \
-        BENCH_GUEST_ADDR=$guest BENCH_TIME=$secs BENCH_REPS=$reps BENCH_PINGS=$pings \
-        BENCH_CPUS=$cpus BENCH_MEM=$mem sh "$HERE/net-run.sh" >&2
-    rm -rf "$tmp"
-    report "$OUT/$RAW" 0
+    # The guest: the rig's Debian kernel, busybox + NIC modules + iperf3, net-guest.sh as its script.
+    host_run iperf.cpio \
+        "BENCH_CONFIGS=$configs" "BENCH_DEVICE=$device" "BENCH_DRIVER=$driver" "BENCH_PEER_ADDR=$peer" \
+        "BENCH_GUEST_ADDR=$guest" "BENCH_TIME=$secs" "BENCH_REPS=$reps" "BENCH_PINGS=$pings" \
+        "BENCH_CPUS=$cpus" "BENCH_MEM=$mem"
 }
 
 [ $# -gt 0 ] || usage
