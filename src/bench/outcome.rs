@@ -86,6 +86,9 @@ pub(crate) fn check_required<'c, C: Outcome>(
     ok
 }
 
+/// Configuration names, each with its records.
+pub(crate) type Groups<'a> = Vec<(&'a str, Vec<&'a Record>)>;
+
 /// What both reports start from: the setup records' keys (but `record`),
 /// and the records `mine` accepts grouped by configuration, the names in
 /// `order` first (in its order), then the others by name.
@@ -93,7 +96,7 @@ pub(crate) fn group_records<'a>(
     records: &'a [Record],
     order: &[&str],
     mine: impl Fn(&Record) -> bool,
-) -> (BTreeMap<String, String>, Vec<(&'a str, Vec<&'a Record>)>) {
+) -> (BTreeMap<String, String>, Groups<'a>) {
     let mut setup = BTreeMap::new();
     let mut by_config: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
     for r in records {

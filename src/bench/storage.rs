@@ -219,13 +219,11 @@ pub struct StorageReport {
 impl StorageReport {
     /// Groups the records by configuration and summarizes them.
     pub fn build(records: &[Record]) -> Self {
-        let native = records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Cpu(c) if c.config == "native" => Some(c.seconds),
-                _ => None,
-            })
-            .last();
+        // The last native record counts.
+        let native = records.iter().rev().find_map(|r| match r {
+            Record::Cpu(c) if c.config == "native" => Some(c.seconds),
+            _ => None,
+        });
         let mine = |r: &Record| match r {
             Record::Cpu(c) => c.config != "native",
             _ => !matches!(r, Record::Run(_)),
