@@ -48,16 +48,10 @@ host_mode() {
             --long) secs=30 reps=5; shift; continue ;;
             --device) device=$2 ;;
             --disk) disk=$2 ;;
-            --configs) configs=${2//,/ } ;;
-            --time) secs=$2 ;;
-            --reps) reps=$2 ;;
             --size) size=$2 ;;
             --qd) qd=$2 ;;
             --cpu-mib) cpu_mib=$2 ;;
-            --cpus) cpus=$2 ;;
-            --memory) mem=$2 ;;
-            --out) OUT=$2 ;;
-            *) usage ;;
+            *) host_opt "$1" "${2:-}" ;;
         esac
         [ $# -ge 2 ] || usage
         shift 2

@@ -89,6 +89,21 @@ guest_initramfs() {
         cat "$RIG_DIR/l2/base.cpio" "$RIG_DIR/l2/tools.cpio" "$RIG_DIR/l1/$cpio" - > "$tmp/initramfs.cpio"
 }
 
+# host_opt OPTION VALUE: the host-mode options both benchmarks take; sets
+# host_mode's configs, secs, reps, cpus, mem (bash scoping) or OUT. Usage otherwise.
+# shellcheck disable=SC2034 # host_mode reads them
+host_opt() {
+    case $1 in
+        --configs) configs=${2//,/ } ;;
+        --time) secs=$2 ;;
+        --reps) reps=$2 ;;
+        --cpus) cpus=$2 ;;
+        --memory) mem=$2 ;;
+        --out) OUT=$2 ;;
+        *) usage ;;
+    esac
+}
+
 # host_run CPIO VAR=VALUE...: on a real host, builds the guest (guest_initramfs
 # TMP CPIO), runs $BENCH-run.sh with the common BENCH_* environment and
 # VAR=VALUE... (its own), and writes the report from its raw records.

@@ -41,14 +41,8 @@ host_mode() {
             --peer-addr) peer=$2 ;;
             --guest-addr) guest=$2 ;;
             --driver) driver=$2 ;;
-            --configs) configs=${2//,/ } ;;
-            --time) secs=$2 ;;
-            --reps) reps=$2 ;;
             --pings) pings=$2 ;;
-            --cpus) cpus=$2 ;;
-            --memory) mem=$2 ;;
-            --out) OUT=$2 ;;
-            *) usage ;;
+            *) host_opt "$1" "${2:-}" ;;
         esac
         [ $# -ge 2 ] || usage
         shift 2
