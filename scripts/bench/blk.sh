@@ -78,29 +78,25 @@ host_mode() {
         "BENCH_CPUS=$cpus" "BENCH_MEM=$mem"
 }
 
-[ $# -gt 0 ] || usage
-cmd=$1
-shift
-case $cmd in
-    rig)
-        kargs="" secs=2 reps=1
-        while [ $# -gt 0 ]; do
-            case $1 in
-                --long) kargs="$kargs bench.long=1" secs=30 reps=3 ;;
-                --time | --reps)
-                    { [ $# -ge 2 ] && [[ $2 =~ ^[1-9][0-9]*$ ]]; } || usage
-                    kargs="$kargs bench.${1#--}=$2"
-                    if [ "$1" = --time ]; then secs=$2; else reps=$2; fi
-                    shift ;;
-                --out) [ $# -ge 2 ] || usage; OUT=$2; shift ;;
-                *) usage ;;
-            esac
-            shift
-        done
-        # L1's time: about 30 s per guest boot and 3 fio jobs of (secs + 10) s per repetition, 5 guests.
-        [ -z "$kargs" ] || export RIG_L1_KARGS="${RIG_L1_KARGS:-}$kargs" RIG_TIMEOUT=${RIG_TIMEOUT:-$((120 + 5 * (30 + reps * 3 * (secs + 10))))}
-        rig_cmd ;;
-    from-log | report) report_cmd "$cmd" "$@" ;;
-    host) host_mode "$@" ;;
-    *) usage ;;
-esac
+# rig_mode [--long] [--time S] [--reps N] [--out DIR]
+rig_mode() {
+    local kargs="" secs=2 reps=1
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --long) kargs="$kargs bench.long=1" secs=30 reps=3 ;;
+            --time | --reps)
+                { [ $# -ge 2 ] && [[ $2 =~ ^[1-9][0-9]*$ ]]; } || usage
+                kargs="$kargs bench.${1#--}=$2"
+                if [ "$1" = --time ]; then secs=$2; else reps=$2; fi
+                shift ;;
+            --out) [ $# -ge 2 ] || usage; OUT=$2; shift ;;
+            *) usage ;;
+        esac
+        shift
+    done
+    # L1's time: about 30 s per guest boot and 3 fio jobs of (secs + 10) s per repetition, 5 guests.
+    [ -z "$kargs" ] || export RIG_L1_KARGS="${RIG_L1_KARGS:-}$kargs" RIG_TIMEOUT=${RIG_TIMEOUT:-$((120 + 5 * (30 + reps * 3 * (secs + 10))))}
+    rig_cmd
+}
+
+bench_main "$@"

@@ -149,3 +149,17 @@ rig_cmd() {
     OUT=$(cd "$OUT" && pwd)
     BENCH_REPORT_DIR=$OUT exec "$ROOT/scripts/rig/run.sh" "bench-$BENCH"
 }
+
+# bench_main COMMAND ARGS...: the script's commands (see its Usage); rig_mode
+# and host_mode are the script's own.
+bench_main() {
+    [ $# -gt 0 ] || usage
+    local cmd=$1
+    shift
+    case $cmd in
+        rig) rig_mode "$@" ;;
+        from-log | report) report_cmd "$cmd" "$@" ;;
+        host) host_mode "$@" ;;
+        *) usage ;;
+    esac
+}

@@ -66,14 +66,10 @@ host_mode() {
         "BENCH_CPUS=$cpus" "BENCH_MEM=$mem"
 }
 
-[ $# -gt 0 ] || usage
-cmd=$1
-shift
-case $cmd in
-    rig)
-        [ $# = 0 ] || { [ "$1" = --out ] && [ $# = 2 ] && OUT=$2; } || usage
-        rig_cmd ;;
-    from-log | report) report_cmd "$cmd" "$@" ;;
-    host) host_mode "$@" ;;
-    *) usage ;;
-esac
+# rig_mode [--out DIR]
+rig_mode() {
+    [ $# = 0 ] || { [ "$1" = --out ] && [ $# = 2 ] && OUT=$2; } || usage
+    rig_cmd
+}
+
+bench_main "$@"
