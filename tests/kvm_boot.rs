@@ -5,43 +5,14 @@
 //! `scripts/test.sh` runs them, and each fails saying why where /dev/kvm is
 //! not usable.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use std::path::PathBuf;
 
 use vfio_vmm::config::{MemoryConfig, PayloadConfig, PitConfig, SerialConfig, VmConfig};
 use vfio_vmm::exit::ExitReason;
-use vfio_vmm::vmm::Machine;
 use vfio_vmm::{builder, layout};
-use vm_memory::{Bytes, GuestAddress};
 
-/// A console sink the test can read back.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Fails the test, saying why, if /dev/kvm cannot be opened.
-fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!(
-            "/dev/kvm is not usable here ({e}); this test needs /dev/kvm (scripts/test.sh runs it)"
-        );
-    }
-}
+mod common;
+use common::{load, machine_with, require_kvm};
 
 /// Real-mode code at 0x1000 that tells whether PIT ticks it missed were
 /// delivered late. It points IVT vector 0x20 at a handler (`incw [count];
@@ -98,33 +69,17 @@ fn patch(code: &mut [u8], from: u32, to: u32) {
 /// `cli_ms`, a verdict by `cap_ms`. Returns whether the guest caught up
 /// with the PIT, and the interrupts it counted.
 fn pit_catch_up(pit: PitConfig, cli_ms: u32, cap_ms: u32) -> (bool, u16) {
-    let out = Captured::default();
-    let mem = MemoryConfig {
-        size: 64 << 20,
-        hugepages: false,
-        mergeable: false,
-    };
-    let machine = Machine::new(&mem, 1, Vec::new(), Box::new(out.clone())).expect("machine");
+    let (machine, out) = machine_with(&[]);
     machine.set_pit(&pit).expect("KVM_REINJECT_CONTROL");
-    let vcpu = machine.vcpus()[0].fd();
-    let tsc_khz = vcpu.get_tsc_khz().expect("KVM_GET_TSC_KHZ");
+    let tsc_khz = machine.vcpus()[0]
+        .fd()
+        .get_tsc_khz()
+        .expect("KVM_GET_TSC_KHZ");
     let mut code = PIT_CATCH_UP.to_vec();
     patch(&mut code, 0x1111_1111, cli_ms);
     patch(&mut code, 0x2222_2222, cap_ms);
     patch(&mut code, 0x3333_3333, tsc_khz);
-    machine
-        .memory()
-        .write_slice(&code, GuestAddress(0x1000))
-        .unwrap();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    (sregs.cs.base, sregs.cs.selector) = (0, 0);
-    vcpu.set_sregs(&sregs).unwrap();
-    let regs = kvm_bindings::kvm_regs {
-        rip: 0x1000,
-        rflags: 2,
-        ..Default::default()
-    };
-    vcpu.set_regs(&regs).unwrap();
+    load(&machine, &code);
     assert_eq!(machine.run().unwrap(), ExitReason::PowerOff);
     let bytes = out.0.lock().unwrap().clone();
     match bytes[..] {

@@ -8,30 +8,18 @@
 
 use std::time::{Duration, Instant};
 
-use vfio_vmm::config::MemoryConfig;
 use vfio_vmm::exit::ExitReason;
-use vfio_vmm::vmm::Machine;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::signal::SIGRTMIN;
+
+mod common;
+use common::{machine_with, require_kvm};
 
 /// Real-mode code at 0x1000: `1: inc dword [0x2000]; jmp 1b` (no exits).
 const COUNT_FOREVER: [u8; 7] = [0x66, 0xff, 0x06, 0x00, 0x20, 0xeb, 0xf9];
 const COUNTER: GuestAddress = GuestAddress(0x2000);
 /// Generous: /dev/kvm may be nested and slow.
 const PATIENCE: Duration = Duration::from_secs(120);
-
-/// Fails the test, saying why, if /dev/kvm cannot be opened.
-fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!(
-            "/dev/kvm is not usable here ({e}); this test needs /dev/kvm (scripts/test.sh runs it)"
-        );
-    }
-}
 
 /// Waits until `cond` holds, failing with `what` after [`PATIENCE`].
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -46,26 +34,8 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 #[ignore = "needs /dev/kvm (scripts/test.sh runs it)"]
 fn a_paused_guest_makes_no_progress_and_continues_after_resume() {
     require_kvm();
-    let mem_config = MemoryConfig {
-        size: 64 << 20,
-        hugepages: false,
-        mergeable: false,
-    };
-    let machine =
-        Machine::new(&mem_config, 1, Vec::new(), Box::new(std::io::sink())).expect("machine");
+    let (machine, _) = machine_with(&COUNT_FOREVER);
     let mem = machine.memory().clone();
-    mem.write_slice(&COUNT_FOREVER, GuestAddress(0x1000))
-        .unwrap();
-    let vcpu = machine.vcpus()[0].fd();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    (sregs.cs.base, sregs.cs.selector) = (0, 0);
-    vcpu.set_sregs(&sregs).unwrap();
-    let regs = kvm_bindings::kvm_regs {
-        rip: 0x1000,
-        rflags: 2,
-        ..Default::default()
-    };
-    vcpu.set_regs(&regs).unwrap();
     let (gate, exit) = (machine.run_gate(), machine.exit_handle());
     let runner = std::thread::spawn(move || machine.run());
     let count = || mem.read_obj::<u32>(COUNTER).unwrap();

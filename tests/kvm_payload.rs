@@ -4,30 +4,13 @@
 //! `scripts/test.sh` runs them, and each fails saying why where /dev/kvm is
 //! not usable.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use vfio_vmm::config::MemoryConfig;
 use vfio_vmm::devices::BusDevice;
 use vfio_vmm::exit::ExitReason;
-use vfio_vmm::vmm::Machine;
-use vm_memory::{Bytes, GuestAddress};
 
-const LOAD_ADDR: u64 = 0x1000;
-
-/// A console sink the test can read back.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+mod common;
+use common::{machine_with, require_kvm};
 
 /// Records MMIO writes and answers reads with a fixed pattern.
 #[derive(Default)]
@@ -42,46 +25,6 @@ impl BusDevice for MmioProbe {
     fn write(&mut self, offset: u64, data: &[u8]) {
         self.writes.push((offset, data.to_vec()));
     }
-}
-
-/// Fails the test, saying why, if /dev/kvm cannot be opened.
-fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!(
-            "/dev/kvm is not usable here ({e}); this test needs /dev/kvm (scripts/test.sh runs it)"
-        );
-    }
-}
-
-/// A one-vCPU machine with `code` at 0x1000 and the vCPU in real mode there.
-fn machine_with(code: &[u8]) -> (Machine, Captured) {
-    let out = Captured::default();
-    let mem = MemoryConfig {
-        size: 64 << 20,
-        hugepages: false,
-        mergeable: false,
-    };
-    let machine = Machine::new(&mem, 1, Vec::new(), Box::new(out.clone())).expect("machine");
-    machine
-        .memory()
-        .write_slice(code, GuestAddress(LOAD_ADDR))
-        .unwrap();
-    let vcpu = machine.vcpus()[0].fd();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    vcpu.set_sregs(&sregs).unwrap();
-    let regs = kvm_bindings::kvm_regs {
-        rip: LOAD_ADDR,
-        rflags: 2,
-        ..Default::default()
-    };
-    vcpu.set_regs(&regs).unwrap();
-    (machine, out)
 }
 
 /// `mov dx, port; mov al, byte; out dx, al` for each byte.

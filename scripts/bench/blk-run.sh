@@ -28,46 +28,26 @@
 #   BENCH_CPUS [1]  BENCH_MEM (MiB) [256]  BENCH_TIME (s per fio job) [2]
 #   BENCH_REPS [1]  BENCH_SIZE (MiB of the disk fio uses) [256]  BENCH_QD [8]
 #   BENCH_CPU_MIB [32]  BENCH_KARGS [quiet]  BENCH_HOST [uname -n]
-#   BENCH_RIG_LIB  the rig's lib.sh (rig_vmm) [/rig/lib.sh]
+#   BENCH_RIG_LIB  the rig's lib.sh (rig_vmm) [/rig/lib.sh]; bench-common.sh beside this file
 # The whole disk region fio uses is overwritten.
-# shellcheck source=/dev/null
-. "${BENCH_RIG_LIB:-/rig/lib.sh}"
-: "${BENCH_OUT:?BENCH_OUT is required}" "${BENCH_KERNEL:?}" "${BENCH_INITRD:?}"
 configs=${BENCH_CONFIGS:-nvme-passthrough virtio-blk qemu-virtio-blk qemu-nvme qemu-nvme-passthrough}
 cpus=${BENCH_CPUS:-1} mem=${BENCH_MEM:-256} secs=${BENCH_TIME:-2} reps=${BENCH_REPS:-1}
 size=${BENCH_SIZE:-256} qd=${BENCH_QD:-8} cpu_mib=${BENCH_CPU_MIB:-32} kargs=${BENCH_KARGS-quiet}
 guest=${BENCH_GUEST:-$(dirname "$0")/blk-guest.sh}
+# shellcheck source=scripts/bench/bench-common.sh
+. "$(dirname "$0")/bench-common.sh"
 # Each guest boot runs the CPU loop and reps x 3 fio jobs; allow for a slow boot on top.
 RIG_L2_TIMEOUT=$((${RIG_L2_TIMEOUT:-150} + cpu_mib / 4 + reps * 3 * (secs + 10)))
-mkdir -p "$BENCH_OUT"
 
-{
-    echo "record=setup"
-    echo "bench=blk"
-    echo "host=${BENCH_HOST:-$(uname -n)}"
-    echo "host_kernel=$(uname -r)"
-    echo "guest_cpus=$cpus"
-    echo "guest_memory_mib=$mem"
-    echo "fio_seconds=$secs"
-    echo "reps=$reps"
-    echo "region_mib=$size"
-    echo "randread_qd=$qd"
-    echo "cpu_mib=$cpu_mib"
-    echo "thp=$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2> /dev/null)"
-    echo "fio=$(fio --version 2> /dev/null)"
-} > "$BENCH_OUT/setup.txt"
-
-# bench_record CONFIG KIND REASON: a skip or fail record.
-bench_record() {
-    printf 'record=%s\nconfig=%s\nreason=%s\n' "$2" "$1" "$3" > "$BENCH_OUT/$1.txt"
-    rig_say "bench $1: $2: $3"
-}
+bench_setup "bench=blk" "fio_seconds=$secs" "region_mib=$size" "randread_qd=$qd" "cpu_mib=$cpu_mib" \
+    "thp=$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2> /dev/null)" \
+    "fio=$(fio --version 2> /dev/null)"
 
 # The CPU loop natively, once per $BENCH_OUT: the baseline of the guests' loops.
 if [ ! -f "$BENCH_OUT/native-cpu.txt" ]; then
     line=$(sh "$guest" cpu "$cpu_mib") || line=""
     if [ -n "$line" ]; then
-        { echo "record=cpu"; echo "config=native"; echo "vmm=none"; echo "${line#bench-cpu }" | tr ' ' '\n'; } > "$BENCH_OUT/native-cpu.txt"
+        bench_result cpu native none "${line#bench-cpu }" > "$BENCH_OUT/native-cpu.txt"
         rig_say "bench native: $line"
     fi
 fi
@@ -75,21 +55,13 @@ fi
 # bench_check CONFIG: is what CONFIG needs here? Records a skip otherwise.
 bench_check() {
     case $1 in
-        nvme-passthrough | qemu-nvme-passthrough)
-            [ -n "${BENCH_DEVICE:-}" ] || { bench_record "$1" skip "no NVMe controller to assign (BENCH_DEVICE)"; return 1; }
-            case $(readlink "/sys/bus/pci/devices/$BENCH_DEVICE/driver") in
-                */vfio-pci) ;;
-                *) bench_record "$1" skip "$BENCH_DEVICE is not bound to vfio-pci"; return 1 ;;
-            esac ;;
+        nvme-passthrough | qemu-nvme-passthrough) bench_check_device "$1" "NVMe controller" || return 1 ;;
         virtio-blk | qemu-virtio-blk | qemu-nvme)
             [ -n "${BENCH_DISK:-}" ] || { bench_record "$1" skip "no disk to emulate (BENCH_DISK)"; return 1; }
             [ -e "$BENCH_DISK" ] || { bench_record "$1" skip "$BENCH_DISK does not exist"; return 1; } ;;
         *) bench_record "$1" fail "unknown configuration"; return 1 ;;
     esac
-    case $1 in
-        qemu-*) command -v qemu-system-x86_64 > /dev/null ||
-            { bench_record "$1" skip "qemu-system-x86_64 is not installed"; return 1; } ;;
-    esac
+    bench_check_qemu "$1"
 }
 
 # bench_config CONFIG: boot the guest once for CONFIG and record its results.
@@ -100,38 +72,28 @@ bench_config() {
     case $c in *nvme*) kind=nvme ;; esac
     cmdline="console=ttyS0 panic=-1${kargs:+ $kargs} bench.dev=$kind bench.time=$secs bench.reps=$reps"
     cmdline="$cmdline bench.size=$size bench.qd=$qd bench.cpu=$cpu_mib"
-    qemu="qemu-system-x86_64 -machine q35,accel=kvm -cpu host -smp $cpus -m ${mem}M -nodefaults
-        -no-user-config -nographic -serial stdio -monitor none -no-reboot"
     drive="-drive file=${BENCH_DISK:-},if=none,id=d0,format=raw,cache=none"
-    # shellcheck disable=SC2086 # $qemu and $drive are split into words on purpose
+    # shellcheck disable=SC2086 # $bench_qemu and $drive are split into words on purpose
     case $c in
         nvme-passthrough) vmm=vfio-vmm; set -- vfio-vmm run --device "$BENCH_DEVICE" ;;
         virtio-blk) vmm=vfio-vmm; set -- vfio-vmm run --disk "path=$BENCH_DISK,direct=on" ;;
-        qemu-virtio-blk) vmm=qemu; set -- $qemu $drive -device virtio-blk-pci,drive=d0,romfile= ;;
-        qemu-nvme) vmm=qemu; set -- $qemu $drive -device nvme,drive=d0,serial=bench ;;
-        qemu-nvme-passthrough) vmm=qemu; set -- $qemu -device vfio-pci,host="$BENCH_DEVICE" ;;
+        qemu-virtio-blk) vmm=qemu; set -- $bench_qemu $drive -device virtio-blk-pci,drive=d0,romfile= ;;
+        qemu-nvme) vmm=qemu; set -- $bench_qemu $drive -device nvme,drive=d0,serial=bench ;;
+        qemu-nvme-passthrough) vmm=qemu; set -- $bench_qemu -device vfio-pci,host="$BENCH_DEVICE" ;;
     esac
-    if [ "$vmm" = vfio-vmm ]; then
-        set -- "$@" --kernel "$BENCH_KERNEL" --initramfs "$BENCH_INITRD" --cpus "$cpus" --memory "${mem}M" --cmdline "$cmdline"
-    else
-        set -- "$@" -kernel "$BENCH_KERNEL" -initrd "$BENCH_INITRD" -append "$cmdline"
-    fi
     ok=1
-    rig_vmm "$c" "$@" || ok=0
-    touch "$RIG_TMP/$c.out"
+    bench_boot "$c" "$vmm" "$@" || ok=0
     # The repetitions a failed guest finished before it failed are kept beside its fail record.
     line=$(sed -n 's/.*RIG-L2: bench-cpu //p' "$RIG_TMP/$c.out" | head -n1)
-    [ -z "$line" ] || { echo "record=cpu"; echo "config=$c"; echo "vmm=$vmm"; echo "$line" | tr ' ' '\n'; } > "$BENCH_OUT/$c-cpu.txt"
+    [ -z "$line" ] || bench_result cpu "$c" "$vmm" "$line" > "$BENCH_OUT/$c-cpu.txt"
     k=0
-    sed -n 's/.*RIG-L2: bench //p' "$RIG_TMP/$c.out" > "$RIG_TMP/bench.lines"
     while read -r line; do
         k=$((k + 1))
-        { echo "record=blk"; echo "config=$c"; echo "vmm=$vmm"; echo "$line" | tr ' ' '\n'; } > "$BENCH_OUT/$c-$k.txt"
+        bench_result blk "$c" "$vmm" "$line" > "$BENCH_OUT/$c-$k.txt"
     done < "$RIG_TMP/bench.lines"
     rig_say "bench $c: $k repetition(s) recorded"
     if [ $ok = 0 ]; then
-        why=$(grep -h 'RIG-L2: FAIL' "$RIG_TMP/$c.out" | head -n1 | sed 's/.*RIG-L2: FAIL //')
-        bench_record "$c" fail "$RIG_WHY${why:+: $why}"
+        bench_fail "$c"
     elif [ $k = 0 ]; then
         bench_record "$c" fail "the guest printed no result"
     fi

@@ -20,38 +20,20 @@
 #       wire (already configured) and the guest's address [169.254.2.1 / 169.254.2.2/24]
 #   BENCH_CPUS [1]  BENCH_MEM (MiB) [256]  BENCH_TIME (s) [2]  BENCH_REPS [3]
 #   BENCH_PINGS [100]  BENCH_KARGS [quiet]  BENCH_HOST [uname -n]
-#   BENCH_RIG_LIB  the rig's lib.sh (rig_vmm, rig_bind_vfio) [/rig/lib.sh]
+#   BENCH_RIG_LIB  the rig's lib.sh (rig_vmm, rig_bind_vfio) [/rig/lib.sh]; bench-common.sh beside this file
 # The tap configurations use their own taps with 169.254.1.1/24 (host) and
 # 169.254.1.2/24 (guest).
-# shellcheck source=/dev/null
-. "${BENCH_RIG_LIB:-/rig/lib.sh}"
-: "${BENCH_OUT:?BENCH_OUT is required}" "${BENCH_KERNEL:?}" "${BENCH_INITRD:?}"
 configs=${BENCH_CONFIGS:-passthrough virtio-net qemu-virtio qemu-e1000e qemu-passthrough}
 cpus=${BENCH_CPUS:-1} mem=${BENCH_MEM:-256} secs=${BENCH_TIME:-2} reps=${BENCH_REPS:-3}
 pings=${BENCH_PINGS:-100} kargs=${BENCH_KARGS-quiet}
 peer=${BENCH_PEER_ADDR:-169.254.2.1} guest=${BENCH_GUEST_ADDR:-169.254.2.2/24}
+# shellcheck source=scripts/bench/bench-common.sh
+. "$(dirname "$0")/bench-common.sh"
 # Each guest boot runs reps x (2 iperf3 runs + pings); allow for a slow boot on top.
 RIG_L2_TIMEOUT=$((${RIG_L2_TIMEOUT:-150} + reps * (2 * secs + pings / 50 + 10)))
-mkdir -p "$BENCH_OUT"
 
-{
-    echo "record=setup"
-    echo "host=${BENCH_HOST:-$(uname -n)}"
-    echo "host_kernel=$(uname -r)"
-    echo "guest_cpus=$cpus"
-    echo "guest_memory_mib=$mem"
-    echo "iperf3_seconds=$secs"
-    echo "reps=$reps"
-    echo "pings=$pings"
-    echo "ping_interval_ms=10"
-    echo "iperf3=$(iperf3 --version 2>/dev/null | head -n1)"
-} > "$BENCH_OUT/setup.txt"
-
-# bench_record CONFIG KIND REASON: a skip or fail record.
-bench_record() {
-    printf 'record=%s\nconfig=%s\nreason=%s\n' "$2" "$1" "$3" > "$BENCH_OUT/$1.txt"
-    rig_say "bench $1: $2: $3"
-}
+bench_setup "iperf3_seconds=$secs" "pings=$pings" "ping_interval_ms=10" \
+    "iperf3=$(iperf3 --version 2>/dev/null | head -n1)"
 
 # bench_sample PID: prints "VMM_TICKS VMM_GUEST_TICKS HOST_BUSY_TICKS".
 # Busybox timeout execs the VMM; GNU timeout forks it, then the VMM is its child.
@@ -82,22 +64,15 @@ bench_tap() {
 # bench_config CONFIG: boot the guest once for CONFIG and record its repetitions.
 bench_config() {
     c=$1 vmm="" drv="" addr=$guest host=$peer
-    has_qemu=$(command -v qemu-system-x86_64 || true)
     case $c in
         passthrough | qemu-passthrough)
-            [ -n "${BENCH_DEVICE:-}" ] || { bench_record "$c" skip "no NIC to assign (--device)"; return; }
-            case $(readlink "/sys/bus/pci/devices/$BENCH_DEVICE/driver") in
-                */vfio-pci) ;;
-                *) bench_record "$c" skip "$BENCH_DEVICE is not bound to vfio-pci"; return ;;
-            esac
+            bench_check_device "$c" NIC || return 0
             drv=${BENCH_DRIVER:-e1000e} ;;
         virtio-net | qemu-virtio) drv=virtio_net addr=169.254.1.2/24 host=169.254.1.1 ;;
         qemu-e1000e) drv=e1000e addr=169.254.1.2/24 host=169.254.1.1 ;;
         *) bench_record "$c" fail "unknown configuration"; return ;;
     esac
-    case $c in
-        qemu-*) [ -n "$has_qemu" ] || { bench_record "$c" skip "qemu-system-x86_64 is not installed"; return; } ;;
-    esac
+    bench_check_qemu "$c" || return 0
     case $c in
         virtio-net | qemu-virtio | qemu-e1000e)
             modprobe tun 2> /dev/null || true
@@ -105,47 +80,36 @@ bench_config() {
     esac
     cmdline="console=ttyS0 panic=-1${kargs:+ $kargs} bench.driver=$drv bench.addr=$addr bench.peer=$host"
     cmdline="$cmdline bench.time=$secs bench.reps=$reps bench.pings=$pings"
-    qemu="qemu-system-x86_64 -machine q35,accel=kvm -cpu host -smp $cpus -m ${mem}M -nodefaults
-        -no-user-config -nographic -serial stdio -monitor none -no-reboot"
     tap="-netdev tap,id=n0,ifname=bqtap0,script=no,downscript=no"
-    # shellcheck disable=SC2086 # $qemu and $tap are split into words on purpose
+    # shellcheck disable=SC2086 # $bench_qemu and $tap are split into words on purpose
     case $c in
         passthrough) vmm=vfio-vmm; set -- vfio-vmm run --device "$BENCH_DEVICE" ;;
         virtio-net) vmm=vfio-vmm; set -- vfio-vmm run --net tap=bvtap0,mac=02:00:00:00:01:02
             bench_tap bvtap0 169.254.1.1/24 ;;
-        qemu-virtio) vmm=qemu; set -- $qemu $tap -device virtio-net-pci,netdev=n0,mac=02:00:00:00:01:02,romfile=
+        qemu-virtio) vmm=qemu; set -- $bench_qemu $tap -device virtio-net-pci,netdev=n0,mac=02:00:00:00:01:02,romfile=
             bench_tap bqtap0 169.254.1.1/24 ;;
-        qemu-e1000e) vmm=qemu; set -- $qemu $tap -device e1000e,netdev=n0,mac=02:00:00:00:01:02,romfile=
+        qemu-e1000e) vmm=qemu; set -- $bench_qemu $tap -device e1000e,netdev=n0,mac=02:00:00:00:01:02,romfile=
             bench_tap bqtap0 169.254.1.1/24 ;;
-        qemu-passthrough) vmm=qemu; set -- $qemu -device vfio-pci,host="$BENCH_DEVICE" ;;
+        qemu-passthrough) vmm=qemu; set -- $bench_qemu -device vfio-pci,host="$BENCH_DEVICE" ;;
     esac
-    if [ "$vmm" = vfio-vmm ]; then
-        set -- "$@" --kernel "$BENCH_KERNEL" --initramfs "$BENCH_INITRD" --cpus "$cpus" --memory "${mem}M" --cmdline "$cmdline"
-    else
-        set -- "$@" -kernel "$BENCH_KERNEL" -initrd "$BENCH_INITRD" -append "$cmdline"
-    fi
     : > "$RIG_TMP/bench.samples"
     iperf3 -s > "$RIG_TMP/iperf3-$c.log" 2>&1 &
     srv=$!
     ok=1
-    rig_vmm "$c" "$@" || ok=0
+    bench_boot "$c" "$vmm" "$@" || ok=0
     kill "$srv" 2> /dev/null
     wait "$srv" 2> /dev/null
     if [ $ok = 0 ]; then
-        bench_record "$c" fail "$RIG_WHY: $(grep -h 'RIG-L2: FAIL' "$RIG_TMP/$c.out" | head -n1 | sed 's/.*RIG-L2: FAIL //')"
+        bench_fail "$c"
         return
     fi
     k=0
-    sed -n 's/.*RIG-L2: bench //p' "$RIG_TMP/$c.out" > "$RIG_TMP/bench.lines"
     while read -r line; do
         k=$((k + 1))
         # shellcheck disable=SC2046 # two samples per repetition: before tx, after rx
         set -- $(sed -n "$((2 * k - 1))p;$((2 * k))p" "$RIG_TMP/bench.samples")
         {
-            echo "record=run"
-            echo "config=$c"
-            echo "vmm=$vmm"
-            echo "$line" | tr ' ' '\n'
+            bench_result run "$c" "$vmm" "$line"
             echo "clk_tck=100"
             if [ $# = 6 ] && [ "$1" != x ] && [ "$4" != x ]; then
                 echo "vmm_cpu_ticks=$(($4 - $1))"

@@ -16,9 +16,11 @@
 //!   failed, with its `reason`.
 //!
 //! This module parses those records; [`report`] computes the statistics and
-//! renders JSON and Markdown; [`chart`] draws the SVG.
+//! renders JSON and Markdown; [`chart`] draws the SVG; [`outcome`] holds what
+//! the network and storage reports share.
 
 pub mod chart;
+pub mod outcome;
 pub mod report;
 pub mod storage;
 
@@ -340,10 +342,7 @@ pub fn parse_record(file: &str, text: &str) -> Result<Record, BenchError> {
         "run" => Ok(Record::Run(RunRecord {
             config: f.str("config")?.into(),
             vmm: f.str("vmm")?.into(),
-            rep: f
-                .int("rep")?
-                .try_into()
-                .map_err(|_| f.bad("rep", "repetition number"))?,
+            rep: f.rep()?,
             tx_bytes: f.int("tx_bytes")?,
             tx_seconds: f.secs("tx_seconds")?,
             rx_bytes: f.int("rx_bytes")?,
@@ -412,6 +411,13 @@ impl Fields<'_> {
             Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
             _ => Err(self.bad(key, "positive number of seconds")),
         }
+    }
+
+    /// The repetition number, `rep`.
+    fn rep(&self) -> Result<u32, BenchError> {
+        self.int("rep")?
+            .try_into()
+            .map_err(|_| self.bad("rep", "repetition number"))
     }
 
     fn list(&self, key: &'static str) -> Result<Vec<u64>, BenchError> {

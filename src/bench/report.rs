@@ -31,6 +31,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+pub use super::outcome::Status;
+use super::outcome::{check_required, group_records, Outcome};
 use super::{BenchError, Record, RunRecord};
 
 /// The configurations in the order the report shows them; others follow by name.
@@ -207,18 +209,6 @@ impl Metrics {
     }
 }
 
-/// Whether a configuration produced numbers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// At least one repetition was measured and nothing failed.
-    Ok,
-    /// It could not run here (reason given).
-    Skipped,
-    /// It failed (reason given).
-    Failed,
-}
-
 /// One configuration's result.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConfigResult {
@@ -238,6 +228,12 @@ pub struct ConfigResult {
     pub per_run: Vec<RunMetrics>,
 }
 
+impl Outcome for ConfigResult {
+    fn outcome(&self) -> (&str, Status, Option<&str>, usize) {
+        (&self.name, self.status, self.reason.as_deref(), self.runs)
+    }
+}
+
 /// The whole report: what `net.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
@@ -252,34 +248,12 @@ pub struct Report {
 impl Report {
     /// Groups the records by configuration and summarizes them.
     pub fn build(records: &[Record]) -> Result<Self, BenchError> {
-        let mut setup = BTreeMap::new();
-        let mut by_config: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-        for r in records {
-            match r {
-                Record::Setup(kv) => setup.extend(
-                    kv.iter()
-                        .filter(|(k, _)| *k != "record")
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                ),
-                // The storage benchmark's records: see super::storage.
-                Record::Blk(_) | Record::Cpu(_) => {}
-                _ => by_config
-                    .entry(r.config().unwrap_or_default())
-                    .or_default()
-                    .push(r),
-            }
-        }
-        let rank = |name: &str| {
-            CONFIG_ORDER
-                .iter()
-                .position(|c| *c == name)
-                .unwrap_or(CONFIG_ORDER.len())
-        };
-        let mut names: Vec<&str> = by_config.keys().copied().collect();
-        names.sort_by_key(|n| (rank(n), *n));
-        let configurations = names
-            .into_iter()
-            .map(|name| config_result(name, &by_config[name]))
+        // The storage benchmark's records (see super::storage) are not ours.
+        let mine = |r: &Record| !matches!(r, Record::Blk(_) | Record::Cpu(_));
+        let (setup, groups) = group_records(records, &CONFIG_ORDER, mine);
+        let configurations = groups
+            .iter()
+            .map(|(name, recs)| config_result(name, recs))
             .collect();
         Ok(Report {
             schema: "vfio-vmm-bench-net/1",
@@ -298,26 +272,7 @@ impl Report {
     /// `min_reps` repetitions, or lacks a positive throughput, an RTT or a CPU figure.
     pub fn problems(&self, require: &[String], min_reps: usize) -> Vec<String> {
         let mut out = Vec::new();
-        for name in require {
-            let Some(c) = self.configurations.iter().find(|c| &c.name == name) else {
-                out.push(format!("{name}: no result"));
-                continue;
-            };
-            if c.status != Status::Ok {
-                let word = if c.status == Status::Skipped {
-                    "skipped"
-                } else {
-                    "failed"
-                };
-                out.push(format!(
-                    "{name}: {word}: {}",
-                    c.reason.as_deref().unwrap_or("no reason given")
-                ));
-                continue;
-            }
-            if c.runs < min_reps {
-                out.push(format!("{name}: {} of {min_reps} repetitions", c.runs));
-            }
+        for (name, c) in check_required(&self.configurations, require, min_reps, &mut out) {
             for r in &c.per_run {
                 let checks = [
                     ("guest->host throughput", r.m.tx_mbit_s.filter(|v| *v > 0.0)),
@@ -380,11 +335,7 @@ impl Report {
         for c in &self.configurations {
             let vmm = c.vmm.as_deref().unwrap_or("–");
             if c.status != Status::Ok && c.runs == 0 {
-                let word = if c.status == Status::Skipped {
-                    "skipped"
-                } else {
-                    "FAILED"
-                };
+                let word = c.status.word();
                 let reason = escape(c.reason.as_deref().unwrap_or(""));
                 let _ = writeln!(
                     s,
@@ -416,20 +367,7 @@ fn config_result(name: &str, records: &[&Record]) -> ConfigResult {
         })
         .collect();
     runs.sort_by_key(|r| r.rep);
-    let reason_of = |want_fail: bool| {
-        records.iter().find_map(|r| match r {
-            Record::Fail { reason, .. } if want_fail => Some(reason.clone()),
-            Record::Skip { reason, .. } if !want_fail => Some(reason.clone()),
-            _ => None,
-        })
-    };
-    let (status, reason) = if let Some(r) = reason_of(true) {
-        (Status::Failed, Some(r))
-    } else if runs.is_empty() {
-        (Status::Skipped, reason_of(false))
-    } else {
-        (Status::Ok, None)
-    };
+    let (status, reason) = Status::of(records, !runs.is_empty());
     let per_run: Vec<RunMetrics> = runs.iter().map(|r| RunMetrics::from_run(r)).collect();
     ConfigResult {
         name: name.to_string(),

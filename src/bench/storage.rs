@@ -26,7 +26,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::report::{num, summarize, Status, Summary};
+use super::outcome::{check_required, group_records, Outcome, Status};
+use super::report::{num, summarize, Summary};
 use super::{BenchError, Fields, Record};
 
 /// The configurations in the order the report shows them; others follow by name.
@@ -95,10 +96,7 @@ pub(super) fn parse_blk(f: &Fields<'_>) -> Result<Record, BenchError> {
     Ok(Record::Blk(BlkRecord {
         config: f.str("config")?.into(),
         vmm: f.str("vmm")?.into(),
-        rep: f
-            .int("rep")?
-            .try_into()
-            .map_err(|_| f.bad("rep", "repetition number"))?,
+        rep: f.rep()?,
         rr_iops: f.num("rr_iops")?,
         rr_p50_us: f.num("rr_p50_us")?,
         rr_p99_us: f.num("rr_p99_us")?,
@@ -180,6 +178,12 @@ pub struct BlkConfig {
     pub cpu_vs_native: Option<f64>,
 }
 
+impl Outcome for BlkConfig {
+    fn outcome(&self) -> (&str, Status, Option<&str>, usize) {
+        (&self.name, self.status, self.reason.as_deref(), self.runs)
+    }
+}
+
 /// vfio-vmm's median over QEMU's for one pair of configurations.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Ratio {
@@ -215,35 +219,19 @@ pub struct StorageReport {
 impl StorageReport {
     /// Groups the records by configuration and summarizes them.
     pub fn build(records: &[Record]) -> Self {
-        let mut setup = BTreeMap::new();
-        let mut by_config: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-        let mut native = None;
-        for r in records {
-            match r {
-                Record::Setup(kv) => setup.extend(
-                    kv.iter()
-                        .filter(|(k, _)| *k != "record")
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                ),
-                Record::Cpu(c) if c.config == "native" => native = Some(c.seconds),
-                Record::Run(_) => {}
-                _ => by_config
-                    .entry(r.config().unwrap_or_default())
-                    .or_default()
-                    .push(r),
-            }
-        }
-        let rank = |n: &str| {
-            BLK_ORDER
-                .iter()
-                .position(|c| *c == n)
-                .unwrap_or(BLK_ORDER.len())
+        // The last native record counts.
+        let native = records.iter().rev().find_map(|r| match r {
+            Record::Cpu(c) if c.config == "native" => Some(c.seconds),
+            _ => None,
+        });
+        let mine = |r: &Record| match r {
+            Record::Cpu(c) => c.config != "native",
+            _ => !matches!(r, Record::Run(_)),
         };
-        let mut names: Vec<&str> = by_config.keys().copied().collect();
-        names.sort_by_key(|n| (rank(n), *n));
-        let configurations: Vec<BlkConfig> = names
-            .into_iter()
-            .map(|n| blk_config(n, &by_config[n], native))
+        let (setup, groups) = group_records(records, &BLK_ORDER, mine);
+        let configurations: Vec<BlkConfig> = groups
+            .iter()
+            .map(|(n, recs)| blk_config(n, recs, native))
             .collect();
         let ratios = RATIOS
             .iter()
@@ -271,19 +259,7 @@ impl StorageReport {
         if self.native_cpu_seconds.is_none() {
             out.push("native: no CPU loop time".to_string());
         }
-        for name in require {
-            let Some(c) = self.configurations.iter().find(|c| &c.name == name) else {
-                out.push(format!("{name}: no result"));
-                continue;
-            };
-            if c.status != Status::Ok {
-                let why = c.reason.as_deref().unwrap_or("no reason given");
-                out.push(format!("{name}: {}: {why}", status_word(c.status)));
-                continue;
-            }
-            if c.runs < min_reps {
-                out.push(format!("{name}: {} of {min_reps} repetitions", c.runs));
-            }
+        for (name, c) in check_required(&self.configurations, require, min_reps, &mut out) {
             let m = &c.metrics;
             for (what, s) in [
                 ("random read IOPS", m.rr_iops),
@@ -302,14 +278,6 @@ impl StorageReport {
     }
 }
 
-fn status_word(s: Status) -> &'static str {
-    match s {
-        Status::Ok => "ok",
-        Status::Skipped => "skipped",
-        Status::Failed => "FAILED",
-    }
-}
-
 fn blk_config(name: &str, records: &[&Record], native: Option<f64>) -> BlkConfig {
     let mut runs: Vec<&BlkRecord> = records
         .iter()
@@ -319,18 +287,7 @@ fn blk_config(name: &str, records: &[&Record], native: Option<f64>) -> BlkConfig
         })
         .collect();
     runs.sort_by_key(|r| r.rep);
-    let reason = |fail: bool| {
-        records.iter().find_map(|r| match r {
-            Record::Fail { reason, .. } if fail => Some(reason.clone()),
-            Record::Skip { reason, .. } if !fail => Some(reason.clone()),
-            _ => None,
-        })
-    };
-    let (status, reason) = match reason(true) {
-        Some(r) => (Status::Failed, Some(r)),
-        None if runs.is_empty() => (Status::Skipped, reason(false)),
-        None => (Status::Ok, None),
-    };
+    let (status, reason) = Status::of(records, !runs.is_empty());
     let cpu_seconds = records.iter().find_map(|r| match r {
         Record::Cpu(c) => Some(c.seconds),
         _ => None,
@@ -427,7 +384,7 @@ impl StorageReport {
                 .replace('|', "\\|")
                 .replace('\n', " ");
             if c.runs == 0 {
-                let word = status_word(c.status);
+                let word = c.status.word();
                 let _ = writeln!(s, "| {} | {vmm} | 0 | {word}: {reason} | | | | |", c.name);
                 continue;
             }

@@ -11,6 +11,8 @@
 # remote ends with vm.power-button (L2 powers off on KEY_POWER); exit 0 both
 # times. The second run takes the same edu right after the first.
 . /rig/lib.sh
+# shellcheck source=scripts/rig/scenarios/api-common.sh
+. /rig/scenarios/api-common.sh
 bdf=$(rig_find_pci 0x1234 0x11e8)
 [ -n "$bdf" ] || rig_fail "no edu device in L1"
 rig_bind_vfio "$bdf" > /dev/null || rig_fail "cannot bind $bdf to vfio-pci"
@@ -41,15 +43,6 @@ http() { # http METHOD ENDPOINT [BODY-FILE]: raw HTTP/1.1; the answer in $RIG_TM
     code=$(head -n1 "$RIG_TMP/answer" | cut -d' ' -f2)
     rig_say "$mode: $1 $2: $(head -n1 "$RIG_TMP/answer" | tr -d '\r') $(tail -n1 "$RIG_TMP/answer" | cut -c1-160)"
     case $code in 2??) ;; *) return 1 ;; esac
-}
-remote() { # remote [tapfd NAME FD] COMMAND...: vfio-vmm remote; the answer in $RIG_TMP/answer
-    _pre=""
-    [ "$1" != tapfd ] || { _pre="tapfd $2 $3"; shift 3; }
-    # shellcheck disable=SC2086 # _pre: words
-    $_pre vfio-vmm remote --api-socket "$S" "$@" > "$RIG_TMP/answer" 2>&1
-    _rc=$?
-    rig_say "$mode: remote $*: status $_rc, $(tail -n1 "$RIG_TMP/answer" | cut -c1-160)"
-    return $_rc
 }
 api() { # api STEP: one step in the current mode
     case $mode:$1 in
