@@ -21,6 +21,7 @@ pub mod hotplug;
 pub mod layout;
 pub mod memory;
 pub mod seccomp;
+pub mod thread_filters;
 pub mod vmm;
 pub mod vstate;
 

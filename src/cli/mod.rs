@@ -73,7 +73,7 @@ pub fn main() -> ExitCode {
     }
     let runs_vm = matches!(cli.command, None | Some(Command::Run(_)));
     if runs_vm {
-        if let Err(e) = vfio_vmm::seccomp::init(cli.seccomp) {
+        if let Err(e) = vfio_vmm::seccomp::init(cli.seccomp, vfio_vmm::thread_filters::allowed) {
             eprintln!("vfio-vmm: error: {e}");
             return ExitCode::FAILURE;
         }

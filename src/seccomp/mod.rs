@@ -9,11 +9,14 @@
 //! (API threads), `vmm_list.rs` (the main thread and the control plane).
 
 mod rules;
-mod sigsys;
+pub(crate) mod sigsys;
 mod spawn;
 mod vmm_list;
 
+pub use vmm_list::vmm as control_plane;
+
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 use seccompiler::SeccompAction;
 
@@ -75,22 +78,6 @@ impl ThreadKind {
         ThreadKind::ApiConn,
         ThreadKind::Signals,
     ];
-
-    /// The calls this kind of thread may make.
-    pub fn allowed(self) -> AllowList {
-        use crate::devices::virtio::seccomp as virtio;
-        match self {
-            ThreadKind::Vmm | ThreadKind::ApiConn => vmm_list::vmm(),
-            ThreadKind::Vcpu => crate::vstate::seccomp::vcpu(),
-            ThreadKind::VirtioNet => virtio::net(),
-            ThreadKind::VirtioBlk => virtio::blk(),
-            ThreadKind::VirtioVsock => virtio::vsock(),
-            ThreadKind::VirtioRng => virtio::rng(),
-            ThreadKind::SerialIn => crate::devices::serial::stdin_reader_syscalls(),
-            ThreadKind::ApiAccept => crate::api::seccomp::accept(),
-            ThreadKind::Signals => crate::api::seccomp::signals(),
-        }
-    }
 }
 
 /// Errors while setting filters up.
@@ -105,6 +92,9 @@ pub enum SeccompError {
     /// The SIGSYS handler could not be installed.
     #[error("cannot install the SIGSYS handler: {0}")]
     Handler(std::io::Error),
+    /// A filter was asked for before [`init`] gave the lists (a bug).
+    #[error("no seccomp allow-lists for {0:?} threads: seccomp::init was not called first")]
+    NoLists(ThreadKind),
     /// The spawner thread could not start.
     #[error("cannot start the thread spawner: {0}")]
     Spawner(std::io::Error),
@@ -122,9 +112,20 @@ pub fn mode() -> Mode {
     }
 }
 
-/// Sets the mode for the process; with filters on, installs the SIGSYS
-/// handler and starts the spawner. Call it once, before any other thread.
-pub fn init(mode: Mode) -> Result<(), SeccompError> {
+/// Which allow-list each kind of thread gets: given to [`init`] by the
+/// caller (`crate::thread_filters::allowed`), because the lists live next to
+/// the code that makes the calls, in modules that themselves start threads
+/// through this one.
+pub type Lists = fn(ThreadKind) -> AllowList;
+
+/// The lists [`init`] was given.
+static LISTS: OnceLock<Lists> = OnceLock::new();
+
+/// Sets the mode for the process and the allow-list of each thread kind;
+/// with filters on, installs the SIGSYS handler and starts the spawner.
+/// Call it once, before any other thread.
+pub fn init(mode: Mode, lists: Lists) -> Result<(), SeccompError> {
+    let _ = LISTS.set(lists);
     MODE.store(mode as u8, Ordering::Release);
     match mode {
         Mode::Off => {
@@ -148,8 +149,10 @@ pub fn install(kind: ThreadKind) -> Result<(), SeccompError> {
         Mode::Trap => SeccompAction::Trap,
         Mode::Log => SeccompAction::Log,
     };
-    let program = kind
-        .allowed()
+    let Some(lists) = LISTS.get() else {
+        return Err(SeccompError::NoLists(kind));
+    };
+    let program = lists(kind)
         .compile(denied)
         .map_err(|e| SeccompError::Build(kind, e))?;
     sigsys::remember_thread_name(std::thread::current().name().unwrap_or("?"));

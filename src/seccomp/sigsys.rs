@@ -26,7 +26,7 @@ thread_local! {
 }
 
 /// Remembers the calling thread's name for the handler.
-pub(super) fn remember_thread_name(name: &str) {
+pub(crate) fn remember_thread_name(name: &str) {
     let mut buf = [0u8; 16];
     let n = name.len().min(15);
     buf[..n].copy_from_slice(&name.as_bytes()[..n]);
@@ -237,7 +237,7 @@ struct SigsysInfo {
 }
 
 /// Reports the denied call and ends the process (see the module doc).
-pub(super) extern "C" fn on_sigsys(
+pub(crate) extern "C" fn on_sigsys(
     _: libc::c_int,
     info: *mut libc::siginfo_t,
     ctx: *mut libc::c_void,
