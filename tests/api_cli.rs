@@ -268,8 +268,11 @@ fn a_vm_boots_reboots_and_shuts_down_through_the_api() {
         "error 405: the VM is already running",
     );
     fails(
-        &remote(&sock, &["add-net", "tap=vmmtest1"]),
-        "hotplug on a running VM is not supported yet",
+        &remote(
+            &sock,
+            &["add-vsock", "cid=3,socket=/tmp/vfio-vmm-api-cli.vsock"],
+        ),
+        "hotplug of vsock on a running VM is not supported yet",
     );
     ok(&remote(&sock, &["pause"]));
     assert!(ok(&remote(&sock, &["info"])).contains("\"state\": \"Paused\""));
