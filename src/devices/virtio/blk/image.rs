@@ -325,6 +325,25 @@ impl DiskImage {
         self.format
     }
 
+    /// The raw file zero-copy reads may use (`None` for qcow2).
+    pub(super) fn zero_copy_read_file(&self) -> Option<&File> {
+        match &self.backend {
+            Backend::Raw(file) => Some(file),
+            Backend::Qcow2(_) => None,
+        }
+    }
+
+    /// The raw file a zero-copy write at `offset` may use: `None` for
+    /// qcow2, a read-only image, or a write the block-0 guard of a probed
+    /// raw image must see (those go through [`DiskImage::write_at`]).
+    pub(super) fn zero_copy_write_file(&self, offset: u64) -> Option<&File> {
+        let guarded = self.probed_raw && offset < format::QCOW2_MAGIC.len() as u64;
+        if self.readonly || guarded {
+            return None;
+        }
+        self.zero_copy_read_file()
+    }
+
     /// Fills `buf` from byte `offset`.
     pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         match &self.backend {

@@ -33,6 +33,7 @@ pub mod format;
 pub mod image;
 pub mod request;
 pub mod worker;
+pub mod zerocopy;
 
 #[cfg(test)]
 mod format_tests;
@@ -44,6 +45,8 @@ mod image_tests;
 mod tests;
 #[cfg(test)]
 mod transport_tests;
+#[cfg(test)]
+mod zerocopy_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
