@@ -2,7 +2,9 @@
 //! Scenarios with the same device set share one L1 boot; a lost run (L1
 //! ended without a scenario's verdict) boots again only the scenarios left
 //! without a verdict, up to RIG_RETRIES (2) more times each; a verdict is
-//! final. A fake `qemu-system-x86_64` (and `cpio`) on PATH plays the L1 runs,
+//! final. An L1 that prints nothing for RIG_SILENCE seconds is killed and
+//! counts as lost; a `RIG-KILL-L1: NAME` line gets L1 killed at once and
+//! counts as NAME's PASS. A fake `qemu-system-x86_64` (and `cpio`) on PATH plays the L1 runs,
 //! so no rig needs to be built. The grouping tests use the real
 //! scripts/rig/scenarios.table: boot, boot-hugepages and pci need no device,
 //! edu has its own.
@@ -16,7 +18,9 @@ use std::process::Command;
 /// the timeout that run.sh gave the boot, as one line to FAKE_STATE. Then it
 /// follows FAKE_PLAN, whose boots are separated by `;`, each a comma list of
 /// one outcome per scenario: `pass` and `fail` print the scenario's verdict,
-/// `lost` starts it and freezes L1 (a panic, exit status 1).
+/// `lost` starts it and freezes L1 (a panic, exit status 1), `silent` starts
+/// it and hangs without a word (a frozen L1 CPU), `kill` asks for L1's death
+/// (`RIG-KILL-L1: NAME`, as disk-durability does) and then hangs too.
 const FAKE_QEMU: &str = r#"#!/bin/bash
 while [ $# -gt 0 ] && [ "$1" != -initrd ]; do shift; done
 eval "$(grep -a '^RIG_SCENARIOS=' "$2")"
@@ -34,6 +38,8 @@ for i in "${!names[@]}"; do
         pass) echo "RIG-OUT: $s says hello"; echo "RIG-VERDICT: $s PASS" ;;
         fail) echo "RIG-VERDICT: $s FAIL the L2 guest said no" ;;
         lost) echo "Kernel panic - not syncing: softlockup: hung tasks"; exit 1 ;;
+        silent) exec sleep 60 ;;
+        kill) echo "RIG-OUT: $s flushed"; echo "RIG-KILL-L1: $s"; exec sleep 60 ;;
         *) echo "fake qemu: no outcome for $s in boot $n of FAKE_PLAN $FAKE_PLAN"; exit 3 ;;
     esac
 done
@@ -83,6 +89,16 @@ impl Rig {
     /// Runs `run.sh SCENARIO...` with the L1 runs following `plan`; returns
     /// (exit status, stdout, stderr, one "SCENARIOS | timeout N" line per L1 boot).
     fn run_scenarios(&self, scenarios: &[&str], plan: &str) -> (i32, String, String, Vec<String>) {
+        self.run_with(scenarios, plan, &[])
+    }
+
+    /// `run_scenarios` with extra environment variables for run.sh.
+    fn run_with(
+        &self,
+        scenarios: &[&str],
+        plan: &str,
+        env: &[(&str, &str)],
+    ) -> (i32, String, String, Vec<String>) {
         let path = format!(
             "{}:{}",
             self.dir.join("bin").display(),
@@ -96,6 +112,7 @@ impl Rig {
             .env("RIG_L1_SCRIPT", self.dir.join("l1.sh"))
             .env("FAKE_PLAN", plan)
             .env("FAKE_STATE", self.dir.join("boots"))
+            .envs(env.iter().copied())
             .output()
             .expect("run scripts/rig/run.sh");
         let boots = std::fs::read_to_string(self.dir.join("boots")).unwrap_or_default();
@@ -262,4 +279,70 @@ fn an_unknown_scenario_fails_and_a_repeated_one_is_refused() {
     let (status, _, stderr, boots) = Rig::new("twice").run_scenarios(&["pci", "pci"], "pass");
     assert!(stderr.contains("scenario pci given twice"), "{stderr}");
     assert_eq!((status, boots.len()), (2, 0));
+}
+
+/// An L1 that stops printing (a CPU frozen by TCG, no panic) is killed after
+/// RIG_SILENCE seconds and counts as a lost run, which boots again.
+#[test]
+fn a_silent_l1_is_killed_and_booted_again() {
+    let rig = Rig::new("silent");
+    let (status, stdout, stderr, boots) =
+        rig.run_with(&["custom"], "silent;pass", &[("RIG_SILENCE", "2")]);
+    assert_eq!(boots.len(), 2, "{stderr}");
+    assert!(
+        stderr.contains("silent for 2s (RIG_SILENCE), killed"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("RIG PASS custom"), "{stdout}");
+    assert_eq!(status, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let lost = std::fs::read_to_string(rig.dir.join("logs/custom.lost.log")).unwrap();
+    assert!(lost.contains("RIG-L1: scenario custom"), "{lost}");
+}
+
+#[test]
+fn a_scenario_that_stays_silent_fails_with_the_reason() {
+    let (status, stdout, _, boots) =
+        Rig::new("silent3").run_with(&["custom"], "silent;silent;silent", &[("RIG_SILENCE", "1")]);
+    assert_eq!(boots.len(), 3);
+    assert!(
+        stdout.contains("RIG FAIL custom: no verdict, L1 was silent for 1s"),
+        "{stdout}"
+    );
+    assert_eq!(status, 1);
+}
+
+/// `RIG-KILL-L1: NAME` gets L1's QEMU a SIGKILL at once and counts as NAME's
+/// PASS; the scenarios after it in the group boot again without counting.
+#[test]
+fn a_kill_request_ends_l1_and_the_rest_of_the_group_boots_again() {
+    let rig = Rig::new("kill");
+    let (status, stdout, stderr, boots) = rig.run_scenarios(&["boot", "pci"], "kill,pass;pass");
+    assert_eq!(
+        boots,
+        ["boot pci | timeout 240", "pci | timeout 120"],
+        "{stderr}"
+    );
+    assert!(stderr.contains("pci: not reached"), "{stderr}");
+    assert!(!stderr.contains("without a verdict"), "{stderr}");
+    assert!(!stderr.contains("Killed"), "bash's job notice: {stderr}");
+    let verdicts: Vec<&str> = stdout.lines().filter(|l| l.starts_with("RIG ")).collect();
+    assert_eq!(verdicts, ["RIG PASS boot", "RIG PASS pci"], "{stdout}");
+    assert!(stdout.contains("  boot flushed"), "{stdout}");
+    let log = std::fs::read_to_string(rig.dir.join("logs/boot.log")).unwrap();
+    assert!(
+        log.contains("qemu exit status 137")
+            && log.contains("killed on request (RIG-KILL-L1: boot)"),
+        "{log}"
+    );
+    assert_eq!(status, 0, "stdout: {stdout}\nstderr: {stderr}");
+}
+
+/// RIG_VERBOSE=1 streams the L1 serial log to stderr while it is written.
+#[test]
+fn verbose_streams_the_l1_log_to_stderr() {
+    let (status, _, stderr, _) =
+        Rig::new("verbose").run_with(&["custom"], "pass", &[("RIG_VERBOSE", "1")]);
+    assert!(stderr.contains("RIG-OUT: custom says hello"), "{stderr}");
+    assert!(stderr.contains("RIG-VERDICT: custom PASS"), "{stderr}");
+    assert_eq!(status, 0, "{stderr}");
 }

@@ -5,7 +5,8 @@
 # verdict line; the first part also holds L1's boot) goes to logs/NAME.log.
 # Sets, per NAME: GOT (PASS, "FAIL reason", or empty: no verdict) and STARTED
 # (1 if L1 announced the scenario); and BOOT_RC (QEMU's exit status), BOOT_TMO
-# (the L1 timeout: the sum of the scenarios' timeouts) and BOOT_END.
+# (the L1 timeout: the sum of the scenarios' timeouts), BOOT_END (how L1 ended,
+# for messages) and BOOT_LOST (why, when a scenario got no verdict).
 declare -A GOT=() STARTED=()
 boot_group() {
     local key=$1 boot=$2 s l2 part n
@@ -29,6 +30,7 @@ boot_group() {
         part=()
         ! needs "$s" iperf || part+=("$RIG_DIR/l1/iperf.cpio")
         ! needs "$s" socat || part+=("$RIG_DIR/l1/socat.cpio")
+        ! needs "$s" fio || part+=("$RIG_DIR/l1/fio.cpio")
         (cd "$st/l2-$s" && find . | cpio -o -H newc -R 0:0 --quiet) |
             cat "${part[@]}" - > "$st/l1/rig/l2/$s.cpio"
     done
@@ -42,8 +44,9 @@ boot_group() {
         for v in RIG_IOMMU RIG_L2_KARGS RIG_L2_TIMEOUT RIG_VMM_LOG; do echo "$v=$(q "${!v:-}")"; done
         echo "RIG_SCENARIOS=$(q "$*")"
     } > "$st/l1/rig/env"
-    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio" "$RIG_DIR/l2/tools.cpio") qemu=0 iperf=0 socat=0 vmlinux=0 disk=0
+    local parts=("$RIG_DIR/l1/base.cpio" "$RIG_DIR/l1/vmm.cpio" "$RIG_DIR/l2/tools.cpio") qemu=0 iperf=0 socat=0 vmlinux=0 disk=0 fio=0
     for s in "$@"; do
+        ! needs "$s" fio || fio=1
         ! needs "$s" qemu || qemu=1
         ! needs "$s" iperf || iperf=1
         ! needs "$s" socat || socat=1
@@ -56,6 +59,7 @@ boot_group() {
     esac
     [ $iperf = 0 ] || parts+=("$RIG_DIR/l1/iperf.cpio")
     [ $socat = 0 ] || parts+=("$RIG_DIR/l1/socat.cpio")
+    [ $fio = 0 ] || parts+=("$RIG_DIR/l1/fio.cpio")
     [ $vmlinux = 0 ] || parts+=("$RIG_DIR/l2/vmlinux.cpio") # /rig/l2/vmlinux, 65M
     [ $disk = 0 ] || parts+=("$RIG_DIR/l1/disk.cpio")       # /rig/disk.img, 16M
     (cd "$st/l1" && find . | cpio -o -H newc -R 0:0 --quiet) |
@@ -80,17 +84,62 @@ boot_group() {
         -kernel "$RIG_DIR/l1/vmlinuz" -initrd "$st/initrd.cpio"
         -append "console=ttyS0 panic=-1 softlockup_panic=1 quiet ${RIG_IOMMU}_iommu=on iommu=pt ${RIG_L1_KARGS:-}")
     { echo "# L1 boot $boot of device set $key: $*"; echo "# ${cmd[*]}"; } > "$log"
-    local t0=$SECONDS
-    BOOT_RC=0
-    if [ "${RIG_VERBOSE:-0}" = 1 ]; then
-        "${cmd[@]}" < /dev/null 2>&1 | tee -a "$log" >&2 || BOOT_RC=$?
-    else
-        "${cmd[@]}" < /dev/null >> "$log" 2>&1 || BOOT_RC=$?
-    fi
-    BOOT_END="qemu exit status $BOOT_RC after $((SECONDS - t0))s"
-    echo "# $BOOT_END" >> "$log"
+    watch_l1 "$log" "${cmd[@]}"
     rm -rf "$st"
     split_log "$log" "$@"
+}
+
+# watch_l1 LOG CMD...: run CMD (QEMU under timeout) in the background with its
+# output appended to LOG (and streamed to stderr with RIG_VERBOSE=1), and watch
+# LOG twice a second until CMD ends:
+# * a line "RIG-KILL-L1: NAME" (scenario NAME's L1 part passed and asks for L1
+#   to die at once, as a power cut: disk-durability) gets QEMU a SIGKILL;
+# * if LOG has not grown for RIG_SILENCE seconds (L1 froze without a panic),
+#   QEMU gets a SIGKILL too, and the run is lost like any run without a verdict.
+# Sets BOOT_RC (CMD's exit status), BOOT_END and BOOT_LOST.
+watch_l1() {
+    local log=$1 pid tail_pid="" size=-1 now quiet_since=$SECONDS t0=$SECONDS why=""
+    shift
+    "$@" < /dev/null >> "$log" 2>&1 &
+    pid=$!
+    # timeout runs QEMU in a process group of its own, out of reach of the terminal's ^C.
+    trap 'kill -TERM "$pid" 2> /dev/null; exit 130' INT TERM
+    if [ "${RIG_VERBOSE:-0}" = 1 ]; then
+        tail -c "+$(($(stat -c %s "$log") + 1))" -f --pid="$pid" "$log" >&2 &
+        tail_pid=$!
+    fi
+    while kill -0 "$pid" 2> /dev/null; do
+        now=$(stat -c %s "$log")
+        if [ "$now" != "$size" ]; then
+            size=$now quiet_since=$SECONDS
+            if grep -q "^RIG-KILL-L1: " "$log"; then
+                why="killed on request ($(grep -m1 -o "^RIG-KILL-L1: [a-z0-9-]*" "$log" | tr -d '\r'))"
+                kill_l1 "$pid" && break
+            fi
+        elif [ $((SECONDS - quiet_since)) -ge "$RIG_SILENCE" ]; then
+            why="silent for ${RIG_SILENCE}s (RIG_SILENCE), killed"
+            kill_l1 "$pid" && break
+        fi
+        sleep 0.5
+    done
+    BOOT_RC=0
+    wait "$pid" 2> /dev/null || BOOT_RC=$? # no "Killed" notice from bash: BOOT_END says it
+    trap - INT TERM
+    [ -z "$tail_pid" ] || wait "$tail_pid" || true
+    BOOT_END="qemu exit status $BOOT_RC after $((SECONDS - t0))s${why:+, $why}"
+    echo "# $BOOT_END" >> "$log"
+    case $why:$BOOT_RC in
+        silent*) BOOT_LOST="L1 was silent for ${RIG_SILENCE}s (frozen?)" ;;
+        :124 | :137) BOOT_LOST="L1 timed out after ${BOOT_TMO}s" ;;
+        *) BOOT_LOST="qemu exit status $BOOT_RC" ;;
+    esac
+}
+
+# kill_l1 PID: SIGKILL to the QEMU that timeout PID runs (timeout then exits 137).
+kill_l1() {
+    local q
+    q=$(pgrep -P "$1") || return 1
+    kill -KILL "$q"
 }
 
 # make_drives KEY ARRAY: L1 drives backed by files on the host. In a device
@@ -113,7 +162,9 @@ make_drives() {
 }
 
 # split_log LOG NAME...: LOG's part for each scenario into logs/NAME.log (see
-# boot_group); sets GOT and STARTED. The part of a scenario without a verdict
+# boot_group); sets GOT and STARTED. A "RIG-KILL-L1: NAME" line counts as
+# NAME's PASS (its host step has the last word); L1 died there, so NAME's part
+# runs to the end of LOG. The part of a scenario without a verdict
 # runs to the end of LOG; scenarios after it, never reached, get no log.
 split_log() {
     local log=$1 s i=0 v
@@ -131,6 +182,8 @@ split_log() {
         grep -q "^RIG-L1: scenario $s " "$RIG_DIR/logs/$s.log" && STARTED[$s]=1
         v=$(sed -n "s/^RIG-VERDICT: $s //p" "$RIG_DIR/logs/$s.log")
         case $v in PASS | FAIL\ *) GOT[$s]=$v ;; esac
+        # RIG-KILL-L1: the scenario's L1 part passed and L1 was killed on its request.
+        ! grep -qx "RIG-KILL-L1: $s" "$RIG_DIR/logs/$s.log" || GOT[$s]=PASS
         i=$((i + 1))
     done
     # Lines after the last verdict (L1 powering off) go to the log of the last scenario that has one.

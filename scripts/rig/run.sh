@@ -15,6 +15,7 @@ RIG_DIR=${RIG_DIR:-$ROOT/target/rig}
 RIG_IOMMU=${RIG_IOMMU:-intel}
 RIG_TIMEOUT=${RIG_TIMEOUT:-120}
 RIG_RETRIES=${RIG_RETRIES:-2}
+RIG_SILENCE=${RIG_SILENCE:-240}
 RIG_L1_MEM=${RIG_L1_MEM:-1536}
 RIG_L2_TIMEOUT=${RIG_L2_TIMEOUT:-150}
 RIG_L2_KARGS=${RIG_L2_KARGS-quiet}
@@ -39,6 +40,7 @@ case $RIG_IOMMU in
 esac
 [[ $RIG_TIMEOUT =~ ^[1-9][0-9]*$ ]] || { echo "RIG_TIMEOUT must be seconds" >&2; exit 2; }
 [[ $RIG_RETRIES =~ ^[0-9]+$ ]] || { echo "RIG_RETRIES must be a count" >&2; exit 2; }
+[[ $RIG_SILENCE =~ ^[1-9][0-9]*$ ]] || { echo "RIG_SILENCE must be seconds" >&2; exit 2; }
 read -ra EXTRA_DEVS <<< "${RIG_L1_DEVICES:-}"
 
 # Scenario custom: RIG_L1_SCRIPT/RIG_L2_SCRIPT, in a boot of its own; its needs are guessed from its scripts.
@@ -120,10 +122,8 @@ for key in "${KEYS[@]}"; do
                 mv "$RIG_DIR/logs/$s.log" "$lost"
                 echo "rig: $s: L1 ended without a verdict ($BOOT_END; log: $lost); trying again" >&2
                 next+=("$s")
-            elif [ "$BOOT_RC" = 124 ] || [ "$BOOT_RC" = 137 ]; then
-                final "$s" "FAIL no verdict, L1 timed out after ${BOOT_TMO}s"
             else
-                final "$s" "FAIL no verdict, qemu exit status $BOOT_RC"
+                final "$s" "FAIL no verdict, $BOOT_LOST"
             fi
         done
         todo=("${next[@]}")

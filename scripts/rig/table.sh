@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034 # its variables are run.sh's
 # Reads scripts/rig/scenarios.table (sourced by run.sh; see that file for its
 # format). Fills SCENARIOS (names, in table order) and, per name, DEVSET
-# (a device set or -), TMO (seconds or -), NEEDS (" qemu iperf socat host vmlinux disk " or a
+# (a device set or -), TMO (seconds or -), NEEDS (" qemu iperf socat fio host vmlinux disk " or a
 # part of it) and SKIP; DEVARGS holds each device set's QEMU arguments.
 # A malformed line, or a scenario file without a line, ends run.sh with status 2.
 declare -A DEVARGS=() DEVSET=() TMO=() NEEDS=() SKIP=()
@@ -35,7 +35,7 @@ read_table() {
                 [ "$tmo" = - ] || [[ $tmo =~ ^[1-9][0-9]*$ ]] || table_error $n "$name: TIMEOUT '$tmo' is not seconds or -"
                 [ "$needs" != - ] || needs=""
                 for need in ${needs//,/ }; do
-                    case $need in qemu|iperf|socat|host|vmlinux|disk) ;; *) table_error $n "$name: unknown need '$need' (qemu, iperf, socat, host, vmlinux, disk)" ;; esac
+                    case $need in qemu|iperf|socat|fio|host|vmlinux|disk) ;; *) table_error $n "$name: unknown need '$need' (qemu, iperf, socat, fio, host, vmlinux, disk)" ;; esac
                 done
                 [ -f "$HERE/scenarios/$name.l1.sh" ] || table_error $n "$name: no scenarios/$name.l1.sh"
                 [[ ,$needs, == *,host,* ]] || [ ! -f "$HERE/scenarios/$name.host.sh" ] ||
@@ -54,5 +54,5 @@ read_table() {
     done
 }
 
-# needs NAME WHAT: does scenario NAME need WHAT (qemu, iperf, socat, host, vmlinux, disk)?
+# needs NAME WHAT: does scenario NAME need WHAT (qemu, iperf, socat, fio, host, vmlinux, disk)?
 needs() { [[ ${NEEDS[$1]} == *" $2 "* ]]; }

@@ -1,5 +1,6 @@
 //! `net.svg`: throughput (guest to host and host to guest) and ping p99 per
-//! configuration, as bars at the median with min–max whiskers, drawn with
+//! configuration; `blk.svg`: sequential MB/s and random read IOPS per
+//! configuration. Bars at the median with min–max whiskers, drawn with
 //! plotters' SVG backend.
 
 use plotters::coord::types::RangedCoordf64;
@@ -7,6 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::{Report, Status, Summary};
+use super::storage::StorageReport;
 
 /// Errors drawing the chart.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,10 @@ const TX: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const RX: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 const RTT: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
 
+const READ: RGBColor = RGBColor(0x94, 0x67, 0xbd);
+const WRITE: RGBColor = RGBColor(0x8c, 0x56, 0x4b);
+const IOPS: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+
 /// One group of bars: a configuration's label and its series' summaries.
 struct Group {
     label: String,
@@ -44,11 +50,6 @@ pub fn render_svg(report: &Report) -> Result<String, ChartError> {
         };
         let root = root.titled(&title, ("sans-serif", 16)).map_err(draw_err)?;
         let (top, bottom) = root.split_vertically((HEIGHT - 30) / 2);
-        let label = |name: &str, status: Status| match status {
-            Status::Ok => name.to_string(),
-            Status::Skipped => format!("{name} (skipped)"),
-            Status::Failed => format!("{name} (failed)"),
-        };
         let throughput: Vec<Group> = report
             .configurations
             .iter()
@@ -78,6 +79,53 @@ pub fn render_svg(report: &Report) -> Result<String, ChartError> {
             "µs",
             &[("p99", RTT)],
             &latency,
+        )?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// A configuration's label under its bars.
+fn label(name: &str, status: Status) -> String {
+    match status {
+        Status::Ok => name.to_string(),
+        Status::Skipped => format!("{name} (skipped)"),
+        Status::Failed => format!("{name} (failed)"),
+    }
+}
+
+/// Renders the storage report's chart as an SVG document.
+pub fn render_blk_svg(report: &StorageReport) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let title = match report.setup.get("host") {
+            Some(h) => format!("Storage benchmark, median with min–max ({h})"),
+            None => "Storage benchmark, median with min–max".to_string(),
+        };
+        let root = root.titled(&title, ("sans-serif", 16)).map_err(draw_err)?;
+        let (top, bottom) = root.split_vertically((HEIGHT - 30) / 2);
+        let groups = |f: fn(&super::storage::BlkMetrics) -> Vec<Option<Summary>>| -> Vec<Group> {
+            report
+                .configurations
+                .iter()
+                .map(|c| Group {
+                    label: label(&c.name, c.status),
+                    values: f(&c.metrics),
+                })
+                .collect()
+        };
+        let seq = groups(|m| vec![m.seq_read_mb_s, m.seq_write_mb_s]);
+        let iops = groups(|m| vec![m.rr_iops]);
+        let series = [("1 MiB read", READ), ("1 MiB write", WRITE)];
+        bars(&top, "sequential throughput", "MB/s", &series, &seq)?;
+        bars(
+            &bottom,
+            "4 KiB random reads",
+            "IOPS",
+            &[("IOPS", IOPS)],
+            &iops,
         )?;
         root.present().map_err(draw_err)?;
     }

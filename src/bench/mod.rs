@@ -1,5 +1,7 @@
 //! `vfio-vmm bench report`: turn the raw results of the network benchmark
-//! (`scripts/bench/net.sh`) into `net.json`, `net.md` and `net.svg`.
+//! (`scripts/bench/net.sh`) into `net.json`, `net.md` and `net.svg`, and
+//! those of the storage benchmark (`scripts/bench/blk.sh`: `blk` and `cpu`
+//! records, see [`storage`]) into `blk.json`, `blk.md` and `blk.svg`.
 //!
 //! The benchmark's shell side writes one small `key=value` file per record
 //! into a directory (see `scripts/bench/net-run.sh`):
@@ -18,6 +20,7 @@
 
 pub mod chart;
 pub mod report;
+pub mod storage;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub use report::Report;
+pub use storage::StorageReport;
 
 /// Errors reading the raw results or writing the report.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +72,7 @@ pub enum BenchError {
         what: &'static str,
     },
     /// A `record=` kind this version does not know.
-    #[error("{file}: unknown record kind '{kind}' (expected setup, run, skip or fail)")]
+    #[error("{file}: unknown record kind '{kind}' (expected setup, run, blk, cpu, skip or fail)")]
     UnknownRecord {
         /// The record file.
         file: String,
@@ -92,30 +96,31 @@ pub enum BenchError {
 /// `vfio-vmm bench ...`
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Turn raw network benchmark results (a directory of key=value files) into
-    /// net.json, net.md and net.svg.
+    /// Turn raw benchmark results (a directory of key=value files) into
+    /// net.json, net.md and net.svg (network) or blk.json, blk.md and blk.svg
+    /// (storage: the directory holds blk or cpu records).
     Report(ReportArgs),
 }
 
 /// Arguments of `vfio-vmm bench report`.
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
-    /// Directory with the raw records (*.txt), as written by scripts/bench/net-run.sh.
+    /// Directory with the raw records (*.txt), as written by scripts/bench/net-run.sh
+    /// or scripts/bench/blk-run.sh.
     #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
-    /// Where net.json, net.md and net.svg go.
+    /// Where net.json, net.md and net.svg (or blk.json, blk.md and blk.svg) go.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub out: PathBuf,
     /// Fail unless every configuration in --require ran at least --min-reps
     /// times with non-zero throughput and finite numbers.
     #[arg(long)]
     pub strict: bool,
-    /// Configurations that --strict requires (comma-separated).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "passthrough,virtio-net,qemu-virtio,qemu-e1000e,qemu-passthrough"
-    )]
+    /// Configurations that --strict requires (comma-separated). Default: all
+    /// five of the benchmark (network: passthrough, virtio-net, qemu-virtio,
+    /// qemu-e1000e, qemu-passthrough; storage: nvme-passthrough, virtio-blk,
+    /// qemu-virtio-blk, qemu-nvme, qemu-nvme-passthrough).
+    #[arg(long, value_delimiter = ',')]
     pub require: Vec<String>,
     /// Repetitions per configuration that --strict requires.
     #[arg(long, default_value_t = 3)]
@@ -145,12 +150,14 @@ pub fn run(cmd: BenchCommand) -> ExitCode {
 /// before an incomplete result is reported as an error.
 pub fn write_report(args: &ReportArgs) -> Result<Vec<PathBuf>, BenchError> {
     let records = load_dir(&args.input)?;
-    let report = Report::build(&records)?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BenchError::Io { path, source }
-    };
     std::fs::create_dir_all(&args.out).map_err(io(&args.out))?;
+    if records
+        .iter()
+        .any(|r| matches!(r, Record::Blk(_) | Record::Cpu(_)))
+    {
+        return write_storage(args, &records);
+    }
+    let report = Report::build(&records)?;
     let json = args.out.join("net.json");
     let md = args.out.join("net.md");
     let svg = args.out.join("net.svg");
@@ -158,12 +165,47 @@ pub fn write_report(args: &ReportArgs) -> Result<Vec<PathBuf>, BenchError> {
     std::fs::write(&md, report.to_markdown()).map_err(io(&md))?;
     std::fs::write(&svg, chart::render_svg(&report)?).map_err(io(&svg))?;
     if args.strict {
-        let problems = report.problems(&args.require, args.min_reps);
+        let require = required(&args.require, &report::CONFIG_ORDER);
+        let problems = report.problems(&require, args.min_reps);
         if !problems.is_empty() {
             return Err(BenchError::Incomplete(problems));
         }
     }
     Ok(vec![json, md, svg])
+}
+
+/// [`write_report`] for the storage benchmark: blk.json, blk.md, blk.svg.
+fn write_storage(args: &ReportArgs, records: &[Record]) -> Result<Vec<PathBuf>, BenchError> {
+    let report = StorageReport::build(records);
+    let json = args.out.join("blk.json");
+    let md = args.out.join("blk.md");
+    let svg = args.out.join("blk.svg");
+    std::fs::write(&json, report.to_json()? + "\n").map_err(io(&json))?;
+    std::fs::write(&md, report.to_markdown()).map_err(io(&md))?;
+    std::fs::write(&svg, chart::render_blk_svg(&report)?).map_err(io(&svg))?;
+    if args.strict {
+        let require = required(&args.require, &storage::BLK_ORDER);
+        let problems = report.problems(&require, args.min_reps);
+        if !problems.is_empty() {
+            return Err(BenchError::Incomplete(problems));
+        }
+    }
+    Ok(vec![json, md, svg])
+}
+
+/// `--require`, or every configuration of the benchmark when it is empty.
+fn required(given: &[String], all: &[&str]) -> Vec<String> {
+    if given.is_empty() {
+        all.iter().map(|s| s.to_string()).collect()
+    } else {
+        given.to_vec()
+    }
+}
+
+/// Maps an I/O error to [`BenchError::Io`] naming `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError {
+    let path = path.to_path_buf();
+    move |source| BenchError::Io { path, source }
 }
 
 /// One repetition of one configuration, as measured.
@@ -216,6 +258,10 @@ pub enum Record {
         /// What went wrong.
         reason: String,
     },
+    /// One repetition of the storage benchmark.
+    Blk(storage::BlkRecord),
+    /// The storage benchmark's CPU loop, in a guest or natively.
+    Cpu(storage::CpuRecord),
 }
 
 impl Record {
@@ -225,6 +271,8 @@ impl Record {
             Record::Setup(_) => None,
             Record::Run(r) => Some(&r.config),
             Record::Skip { config, .. } | Record::Fail { config, .. } => Some(config),
+            Record::Blk(b) => Some(&b.config),
+            Record::Cpu(c) => Some(&c.config),
         }
     }
 }
@@ -309,6 +357,8 @@ pub fn parse_record(file: &str, text: &str) -> Result<Record, BenchError> {
             vmm_guest_ticks: f.opt_int("vmm_guest_ticks")?,
             host_cpu_ticks: f.opt_int("host_cpu_ticks")?,
         })),
+        "blk" => storage::parse_blk(&f),
+        "cpu" => storage::parse_cpu(&f),
         other => Err(BenchError::UnknownRecord {
             file: file.into(),
             kind: other.into(),

@@ -261,6 +261,8 @@ impl Report {
                         .filter(|(k, _)| *k != "record")
                         .map(|(k, v)| (k.clone(), v.clone())),
                 ),
+                // The storage benchmark's records: see super::storage.
+                Record::Blk(_) | Record::Cpu(_) => {}
                 _ => by_config
                     .entry(r.config().unwrap_or_default())
                     .or_default()

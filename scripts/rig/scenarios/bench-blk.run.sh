@@ -1,0 +1,1 @@
+../../bench/blk-run.sh
