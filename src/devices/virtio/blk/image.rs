@@ -345,7 +345,7 @@ impl DiskImage {
     }
 
     /// Fills `buf` from byte `offset`.
-    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         match &self.backend {
             Backend::Raw(file) => read_exact_at(file, offset, buf),
             Backend::Qcow2(q) => q.read(&mut *buf, offset),
@@ -353,7 +353,7 @@ impl DiskImage {
     }
 
     /// Writes `buf` at byte `offset`.
-    pub fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         if self.readonly {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
         }
@@ -519,6 +519,17 @@ pub struct AlignedBuf {
     start: usize,
     /// Its length.
     len: usize,
+}
+
+impl Default for AlignedBuf {
+    /// An empty buffer, allocating nothing.
+    fn default() -> Self {
+        AlignedBuf {
+            raw: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
 }
 
 impl AlignedBuf {

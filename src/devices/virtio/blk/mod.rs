@@ -29,12 +29,15 @@
 //! // Dropping the bus at exit stops the worker, closes the image and drops its lock.
 //! ```
 
+pub mod batch;
 pub mod format;
 pub mod image;
 pub mod request;
 pub mod worker;
 pub mod zerocopy;
 
+#[cfg(test)]
+mod batch_tests;
 #[cfg(test)]
 mod format_tests;
 #[cfg(test)]

@@ -83,7 +83,7 @@ impl Driver {
     }
 
     /// Publishes a chain of `bufs` in the descriptor table.
-    fn push(&mut self, bufs: &[Buf]) -> u16 {
+    pub(super) fn push(&mut self, bufs: &[Buf]) -> u16 {
         let head = self.next;
         for (i, buf) in bufs.iter().enumerate() {
             let this = self.next;
