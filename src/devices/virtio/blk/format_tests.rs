@@ -29,7 +29,7 @@ fn a_stated_raw_format_is_not_probed() {
     let err = DiskImage::open(&path, true, false).unwrap_err();
     assert!(matches!(err, ImageError::Qcow2 { .. }), "{err}");
     // Stated raw, it is the guest's 8 KiB as they are.
-    let mut img = DiskImage::open_as(&path, false, false, Some(Format::Raw)).unwrap();
+    let img = DiskImage::open_as(&path, false, false, Some(Format::Raw)).unwrap();
     assert_eq!((img.format(), img.size()), (Format::Raw, 8192));
     let mut back = vec![0u8; 8192];
     img.read_at(0, &mut back).unwrap();
@@ -76,7 +76,7 @@ fn a_probed_raw_image_refuses_writes_that_would_make_it_qcow2() {
     let dir = TempDir::new("fmt-guard");
     let bytes = pattern(8192);
     let path = dir.file("disk.raw", &bytes);
-    let mut img = DiskImage::open(&path, false, false).unwrap();
+    let img = DiskImage::open(&path, false, false).unwrap();
     assert_eq!(img.format(), Format::Raw);
     let header = qcow2_lookalike(512);
     let err = img.write_at(0, &header).unwrap_err();

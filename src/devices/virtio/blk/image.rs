@@ -325,8 +325,27 @@ impl DiskImage {
         self.format
     }
 
+    /// The raw file zero-copy reads may use (`None` for qcow2).
+    pub(super) fn zero_copy_read_file(&self) -> Option<&File> {
+        match &self.backend {
+            Backend::Raw(file) => Some(file),
+            Backend::Qcow2(_) => None,
+        }
+    }
+
+    /// The raw file a zero-copy write at `offset` may use: `None` for
+    /// qcow2, a read-only image, or a write the block-0 guard of a probed
+    /// raw image must see (those go through [`DiskImage::write_at`]).
+    pub(super) fn zero_copy_write_file(&self, offset: u64) -> Option<&File> {
+        let guarded = self.probed_raw && offset < format::QCOW2_MAGIC.len() as u64;
+        if self.readonly || guarded {
+            return None;
+        }
+        self.zero_copy_read_file()
+    }
+
     /// Fills `buf` from byte `offset`.
-    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         match &self.backend {
             Backend::Raw(file) => read_exact_at(file, offset, buf),
             Backend::Qcow2(q) => q.read(&mut *buf, offset),
@@ -334,7 +353,7 @@ impl DiskImage {
     }
 
     /// Writes `buf` at byte `offset`.
-    pub fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         if self.readonly {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
         }
@@ -500,6 +519,17 @@ pub struct AlignedBuf {
     start: usize,
     /// Its length.
     len: usize,
+}
+
+impl Default for AlignedBuf {
+    /// An empty buffer, allocating nothing.
+    fn default() -> Self {
+        AlignedBuf {
+            raw: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
 }
 
 impl AlignedBuf {

@@ -177,7 +177,7 @@ fn read_only_images_share_their_lock_but_keep_writers_out() {
 fn direct_opens_o_direct_and_advertises_4k_blocks() {
     let dir = TempDir::new("direct");
     let path = dir.file("disk.img", &pattern(16384));
-    let mut img = DiskImage::open(&path, false, true)
+    let img = DiskImage::open(&path, false, true)
         .unwrap_or_else(|e| panic!("{e} (the target directory must be on a disk filesystem)"));
     assert!(img.direct());
     let mut buf = AlignedBuf::new(DIRECT_ALIGN);
@@ -216,7 +216,7 @@ fn qcow2_is_served_by_imago() {
         img.flush().unwrap();
         img.write_zeroes(65536, 512, false, &mut [0; 512]).unwrap();
     }
-    let mut img = DiskImage::open(&path, true, false).unwrap();
+    let img = DiskImage::open(&path, true, false).unwrap();
     let mut back = vec![0u8; 4096];
     img.read_at(65536, &mut back).unwrap();
     assert_eq!(&back[..512], &[0; 512]);

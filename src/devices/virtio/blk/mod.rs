@@ -29,11 +29,15 @@
 //! // Dropping the bus at exit stops the worker, closes the image and drops its lock.
 //! ```
 
+pub mod batch;
 pub mod format;
 pub mod image;
 pub mod request;
 pub mod worker;
+pub mod zerocopy;
 
+#[cfg(test)]
+mod batch_tests;
 #[cfg(test)]
 mod format_tests;
 #[cfg(test)]
@@ -44,6 +48,8 @@ mod image_tests;
 mod tests;
 #[cfg(test)]
 mod transport_tests;
+#[cfg(test)]
+mod zerocopy_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

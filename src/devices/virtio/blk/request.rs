@@ -13,8 +13,10 @@
 //! with checked arithmetic), the sector range against the disk's end, the
 //! request type and flags. A bad request gets IOERR (or UNSUPP for a type or
 //! flag we do not know); only a chain without a writable status byte in
-//! guest RAM is returned with no status (used length 0). Guest buffers are
-//! copied through one bounded host buffer, aligned for O_DIRECT, in chunks.
+//! guest RAM is returned with no status (used length 0). Reads and writes
+//! of raw images go straight between the file and guest RAM (`zerocopy.rs`);
+//! otherwise guest buffers are copied through one bounded host buffer,
+//! aligned for O_DIRECT, in chunks.
 
 use std::io;
 
@@ -29,6 +31,7 @@ use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory as _, Permissions};
 
 use super::image::{AlignedBuf, DiskImage, DIRECT_ALIGN, SECTOR_SIZE};
+use super::zerocopy;
 use crate::memory::GuestMemory;
 
 /// Length of the request header.
@@ -232,6 +235,24 @@ fn check_ram(mem: &GuestMemory, parts: &[Part], access: Permissions) -> Result<(
     Ok(())
 }
 
+/// `parts` without their first `n` bytes.
+fn skip(parts: &[Part], mut n: u64) -> Vec<Part> {
+    let mut rest = Vec::with_capacity(parts.len());
+    for p in parts {
+        if n >= p.len {
+            n -= p.len;
+            continue;
+        }
+        // n < p.len, and the part lies in guest RAM: no overflow.
+        rest.push(Part {
+            addr: p.addr.unchecked_add(n),
+            len: p.len - n,
+        });
+        n = 0;
+    }
+    rest
+}
+
 /// Visits the pieces of `parts` covering bytes `skip..skip + len` of their
 /// concatenation: `f(guest address, range in the host buffer)`.
 fn walk(
@@ -310,11 +331,14 @@ fn le_u64(bytes: &[u8; 16], at: usize) -> u64 {
 /// What serves the requests of one device: the image, the serial, the buffer.
 pub struct Handler {
     /// The image.
-    image: DiskImage,
+    pub(super) image: DiskImage,
     /// The GET_ID answer.
     serial: [u8; ID_LEN],
     /// The host buffer guest data goes through.
     buf: AlignedBuf,
+    /// More of them, one per I/O thread of a batch (`batch.rs`), made
+    /// when first needed.
+    pub(super) spare: Vec<AlignedBuf>,
 }
 
 impl Handler {
@@ -324,6 +348,7 @@ impl Handler {
             image,
             serial,
             buf: AlignedBuf::new(CHUNK),
+            spare: Vec::new(),
         }
     }
 
@@ -335,18 +360,54 @@ impl Handler {
         chain: DescriptorChain<&'m GuestMemory>,
     ) -> (u16, u32) {
         let head = chain.head_index();
-        let parts = Parts::collect(chain);
-        let Some(status_at) = parts
+        self.serve_parts(mem, head, &Parts::collect(chain))
+    }
+
+    /// Serves the request of chain `head` made of `parts`.
+    pub(super) fn serve_parts(
+        &mut self,
+        mem: &GuestMemory,
+        head: u16,
+        parts: &Parts,
+    ) -> (u16, u32) {
+        let Some(status_at) = self.status_at(mem, head, parts) else {
+            return (head, 0);
+        };
+        let result = self
+            .check(mem, parts)
+            .and_then(|(kind, sector)| self.execute(mem, parts, kind, sector));
+        self.finish(mem, head, status_at, result)
+    }
+
+    /// Where the status byte of chain `head` goes, if it is in guest RAM.
+    pub(super) fn status_at(
+        &self,
+        mem: &GuestMemory,
+        head: u16,
+        parts: &Parts,
+    ) -> Option<GuestAddress> {
+        let at = parts
             .status
-            .filter(|at| mem.check_range(*at, 1, Permissions::Write))
-        else {
+            .filter(|at| mem.check_range(*at, 1, Permissions::Write));
+        if at.is_none() {
             debug!(
                 "virtio-blk {}: chain {head} has no status byte in guest RAM",
                 self.image.path().display()
             );
-            return (head, 0);
-        };
-        let (status, written) = match self.execute(mem, &parts) {
+        }
+        at
+    }
+
+    /// Writes the status of `result` at `status_at`; returns the head and
+    /// the used length.
+    pub(super) fn finish(
+        &self,
+        mem: &GuestMemory,
+        head: u16,
+        status_at: GuestAddress,
+        result: Result<u64, RequestError>,
+    ) -> (u16, u32) {
+        let (status, written) = match result {
             Ok(written) => (VIRTIO_BLK_S_OK as u8, written),
             Err(e) => {
                 // Host failures matter to the operator; guest mistakes only when debugging.
@@ -367,9 +428,12 @@ impl Handler {
         )
     }
 
-    /// Checks the chain and runs the request; returns the data bytes written
-    /// to the guest.
-    fn execute(&mut self, mem: &GuestMemory, parts: &Parts) -> Result<u64, RequestError> {
+    /// Checks the chain and reads its header; returns the request type and sector.
+    pub(super) fn check(
+        &self,
+        mem: &GuestMemory,
+        parts: &Parts,
+    ) -> Result<(u32, u64), RequestError> {
         if parts.count > MAX_DESCRIPTORS {
             return Err(RequestError::TooManyDescriptors {
                 count: parts.count,
@@ -387,10 +451,24 @@ impl Handler {
         }
         let mut header = [0u8; 16];
         read_guest(mem, &parts.readable, 0, &mut header)?;
-        let (kind, sector) = (le_u32(&header, 0), le_u64(&header, 8));
+        Ok((le_u32(&header, 0), le_u64(&header, 8)))
+    }
+
+    /// Runs a checked request; returns the data bytes written to the guest.
+    fn execute(
+        &mut self,
+        mem: &GuestMemory,
+        parts: &Parts,
+        kind: u32,
+        sector: u64,
+    ) -> Result<u64, RequestError> {
         match kind {
-            VIRTIO_BLK_T_IN => self.read(mem, parts, sector),
-            VIRTIO_BLK_T_OUT => self.write(mem, parts, sector).map(|()| 0),
+            VIRTIO_BLK_T_IN | VIRTIO_BLK_T_OUT => {
+                let mut buf = std::mem::take(&mut self.buf);
+                let result = self.data(&mut buf, mem, parts, kind, sector);
+                self.buf = buf;
+                result
+            }
             VIRTIO_BLK_T_FLUSH => Ok(self.image.flush().map(|()| 0)?),
             VIRTIO_BLK_T_GET_ID => {
                 let n = total(&parts.data_in).min(ID_LEN as u64);
@@ -401,6 +479,23 @@ impl Handler {
                 .zero(mem, parts, kind == VIRTIO_BLK_T_DISCARD)
                 .map(|()| 0),
             other => Err(RequestError::Unsupported(other)),
+        }
+    }
+
+    /// A checked read (`VIRTIO_BLK_T_IN`) or write, through `buf` if it
+    /// cannot go zero-copy; needs only `&self`, so several run at once.
+    pub(super) fn data(
+        &self,
+        buf: &mut AlignedBuf,
+        mem: &GuestMemory,
+        parts: &Parts,
+        kind: u32,
+        sector: u64,
+    ) -> Result<u64, RequestError> {
+        if kind == VIRTIO_BLK_T_IN {
+            self.read(buf, mem, parts, sector)
+        } else {
+            self.write(buf, mem, parts, sector).map(|()| 0)
         }
     }
 
@@ -427,13 +522,22 @@ impl Handler {
     }
 
     /// VIRTIO_BLK_T_IN: disk to the guest, a chunk at a time.
-    fn read(&mut self, mem: &GuestMemory, parts: &Parts, sector: u64) -> Result<u64, RequestError> {
+    fn read(
+        &self,
+        buf: &mut AlignedBuf,
+        mem: &GuestMemory,
+        parts: &Parts,
+        sector: u64,
+    ) -> Result<u64, RequestError> {
         let len = total(&parts.data_in);
         let offset = self.data_range(sector, len)?;
+        if zerocopy::read(&self.image, mem, &parts.data_in, offset)? {
+            return Ok(len);
+        }
         let mut done = 0u64;
         while done < len {
             let n = usize::try_from(len - done).map_or(CHUNK, |rest| rest.min(CHUNK));
-            let buf = self.buf.get_mut(n);
+            let buf = buf.get_mut(n);
             self.image.read_at(offset + done, buf)?;
             write_guest(mem, &parts.data_in, done, buf)?;
             done += n as u64;
@@ -442,16 +546,25 @@ impl Handler {
     }
 
     /// VIRTIO_BLK_T_OUT: the guest to the disk, a chunk at a time.
-    fn write(&mut self, mem: &GuestMemory, parts: &Parts, sector: u64) -> Result<(), RequestError> {
+    fn write(
+        &self,
+        buf: &mut AlignedBuf,
+        mem: &GuestMemory,
+        parts: &Parts,
+        sector: u64,
+    ) -> Result<(), RequestError> {
         if self.image.readonly() {
             return Err(RequestError::ReadOnly);
         }
         let len = total(&parts.readable) - HEADER_LEN;
         let offset = self.data_range(sector, len)?;
+        if zerocopy::write(&self.image, mem, &skip(&parts.readable, HEADER_LEN), offset)? {
+            return Ok(());
+        }
         let mut done = 0u64;
         while done < len {
             let n = usize::try_from(len - done).map_or(CHUNK, |rest| rest.min(CHUNK));
-            let buf = self.buf.get_mut(n);
+            let buf = buf.get_mut(n);
             read_guest(mem, &parts.readable, HEADER_LEN + done, buf)?;
             self.image.write_at(offset + done, buf)?;
             done += n as u64;

@@ -36,8 +36,8 @@ pub(super) const SECTORS: u64 = 16384;
 pub(super) const UNTOUCHED: u8 = 0xee;
 
 /// OK / IOERR / UNSUPP as the guest reads them.
-const OK: u8 = VIRTIO_BLK_S_OK as u8;
-const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
+pub(super) const OK: u8 = VIRTIO_BLK_S_OK as u8;
+pub(super) const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
 const UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
 
 /// A buffer of a chain: (guest address, length, device-writable).
@@ -83,7 +83,7 @@ impl Driver {
     }
 
     /// Publishes a chain of `bufs` in the descriptor table.
-    fn push(&mut self, bufs: &[Buf]) -> u16 {
+    pub(super) fn push(&mut self, bufs: &[Buf]) -> u16 {
         let head = self.next;
         for (i, buf) in bufs.iter().enumerate() {
             let this = self.next;
@@ -131,7 +131,7 @@ impl Driver {
         self.mem.write_obj(UNTOUCHED, GuestAddress(STATUS)).unwrap();
     }
 
-    fn read(&self, addr: u64, len: usize) -> Vec<u8> {
+    pub(super) fn read(&self, addr: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0; len];
         self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
         v
@@ -153,7 +153,13 @@ pub(super) fn serve(h: &mut Handler, d: &mut Driver) -> (u8, u32) {
 }
 
 /// A request: header, `data` (writable for reads), status.
-fn request(h: &mut Handler, d: &mut Driver, kind: u32, sector: u64, data: &[Buf]) -> (u8, u32) {
+pub(super) fn request(
+    h: &mut Handler,
+    d: &mut Driver,
+    kind: u32,
+    sector: u64,
+    data: &[Buf],
+) -> (u8, u32) {
     d.header(kind, sector);
     let mut bufs = vec![(HDR, 16, false)];
     bufs.extend_from_slice(data);
