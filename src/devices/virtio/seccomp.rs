@@ -43,7 +43,17 @@ pub fn blk() -> AllowList {
             libc::SYS_fstat,
             libc::SYS_statx,
             libc::SYS_newfstatat,
+            // The batch's I/O threads (blk/batch.rs: scoped threads started
+            // per batch, which keep this filter): thread creation and what
+            // glibc does in a new thread.
+            libc::SYS_clone,
+            libc::SYS_clone3,
+            libc::SYS_set_robust_list,
+            libc::SYS_rseq,
+            libc::SYS_sched_getaffinity,
+            libc::SYS_gettid,
         ])
+        .call_with(libc::SYS_prctl, 0, &[libc::PR_SET_NAME as u64])
         .ioctl_types(&[ioctl_type::BLOCK])
 }
 
