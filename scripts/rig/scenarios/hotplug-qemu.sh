@@ -1,14 +1,15 @@
 #!/bin/sh
 # Scenario hotplug, QEMU's half of the benchmark line (sourced by
 # hotplug.l1.sh after vfio-vmm's part, with its nic, vmm_answer, vmm_bound
-# and api-common.sh's wait_for and fail, which read out and pid): L1's qemu-system-x86_64 boots the same L2
-# (kernel, initramfs, 2 vCPUs, 256M, rig.vmm=qemu) with an empty
+# and api-common.sh's wait_for and fail, which read out and pid): L1's
+# qemu-system-x86_64 boots the same L2 (kernel, initramfs, 2 vCPUs, 256M,
+# the same command line plus rig.vmm=qemu) with an empty
 # pcie-root-port (q35's root bus takes no hotplugged device) and a QMP
 # socket; device_add vfio-pci of the same e1000e into that port, timed to
 # QMP's answer and to L2's "e1000e bound" line. Then the line with both
 # VMMs' times and the ratios. Never fails on speed, only if QEMU's side
 # cannot run.
-# shellcheck disable=SC2154 # nic, vmm_answer, vmm_bound: set by hotplug.l1.sh
+# shellcheck disable=SC2154 # nic, l2_args, vmm_answer, vmm_bound: set by hotplug.l1.sh
 command -v qemu-system-x86_64 > /dev/null || rig_fail "no qemu-system-x86_64 in L1 (NEEDS qemu)"
 command -v socat > /dev/null || rig_fail "no socat in L1 (NEEDS socat)"
 drv=$(basename "$(readlink "/sys/bus/pci/devices/$nic/driver" 2> /dev/null)")
@@ -19,7 +20,8 @@ show() { sed 's/^/[qemu] /' "$out"; }
 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -smp 2 -m 256M -nodefaults -no-user-config \
     -nographic -serial stdio -monitor none -no-reboot \
     -device pcie-root-port,id=rp1,slot=1 -qmp "unix:$Q,server=on,wait=off" \
-    -kernel "$RIG_L2_KERNEL" -initrd "$RIG_L2_INITRD" -append "console=ttyS0 panic=-1${RIG_L2_KARGS:+ $RIG_L2_KARGS} rig.addr=169.254.2.2 rig.peer=169.254.2.1 rig.vmm=qemu" > "$out" 2>&1 &
+    -kernel "$RIG_L2_KERNEL" -initrd "$RIG_L2_INITRD" \
+    -append "console=ttyS0 panic=-1${RIG_L2_KARGS:+ $RIG_L2_KARGS} $l2_args rig.vmm=qemu" > "$out" 2>&1 &
 pid=$!
 wait_for "RIG-L2: hotplug guest ready" 120
 # QMP through socat, fed from a FIFO that this shell keeps open (fd 3).

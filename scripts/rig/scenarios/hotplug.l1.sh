@@ -16,7 +16,8 @@ rig_nic_pair 169.254.2.1/16
 nic=$RIG_NIC
 modprobe e1000e || rig_fail "modprobe e1000e failed"
 S=$RIG_TMP/api.sock
-api_run 400 "rig.addr=169.254.2.2 rig.peer=169.254.2.1"
+l2_args="rig.addr=169.254.2.2 rig.peer=169.254.2.1"
+api_run 400 "$l2_args"
 listed() { vfio-vmm remote --api-socket "$S" info > "$RIG_TMP/info" 2>&1 && grep -q '"nic0"' "$RIG_TMP/info"; }
 add() { # add ROUND: vm.add-device, then L2's driver bound
     rig_cs; _t0=$RIG_CS
