@@ -26,6 +26,8 @@ declare -A targets=(
   [fuzz_config_json]=vfio-vmm
   [fuzz_http]=vfio-vmm
   [fuzz_blk_chains]=vfio-vmm
+  [fuzz_pci_hotplug]=vfio-vmm
+  [fuzz_ged]=vfio-vmm
 )
 # targets whose test has another name
 declare -A tests=(
@@ -33,7 +35,7 @@ declare -A tests=(
 )
 order=(fuzz_pci_bus fuzz_msix_table fuzz_msi_capability fuzz_vfio_config
        fuzz_virtio_pci fuzz_net_chains fuzz_blk_chains fuzz_vsock_packets fuzz_config_json
-       fuzz_http)
+       fuzz_http fuzz_pci_hotplug fuzz_ged)
 
 if [[ $target == all ]]; then
   selected=("${order[@]}")

@@ -136,6 +136,9 @@ pub fn dsdt_aml() -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
