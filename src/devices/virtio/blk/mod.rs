@@ -30,6 +30,7 @@
 //! ```
 
 pub mod batch;
+pub mod buffer;
 pub mod format;
 pub mod image;
 pub mod request;

@@ -146,14 +146,7 @@ impl RequestError {
     }
 }
 
-/// One guest buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Part {
-    /// Guest address.
-    pub addr: GuestAddress,
-    /// Length in bytes.
-    pub len: u64,
-}
+pub use super::buffer::Part;
 
 /// The buffers of one chain, split as virtio-blk wants them.
 #[derive(Debug, Default)]

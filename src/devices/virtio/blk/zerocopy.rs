@@ -20,8 +20,8 @@ use log::debug;
 use vm_memory::volatile_memory::{PtrGuard, PtrGuardMut};
 use vm_memory::{GuestMemoryBackend, Permissions};
 
+use super::buffer::Part;
 use super::image::DiskImage;
-use super::request::Part;
 use crate::memory::GuestMemory;
 
 /// Most iovecs one preadv/pwritev takes (IOV_MAX on Linux).
