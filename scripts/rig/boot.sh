@@ -82,7 +82,7 @@ boot_group() {
         -nodefaults -no-user-config -nographic -serial stdio -monitor none -no-reboot
         -device "$IOMMU_DEV" "${devs[@]}"
         -kernel "$RIG_DIR/l1/vmlinuz" -initrd "$st/initrd.cpio"
-        -append "console=ttyS0 panic=-1 softlockup_panic=1 quiet ${RIG_IOMMU}_iommu=on iommu=pt ${RIG_L1_KARGS:-}")
+        -append "console=ttyS0 panic=-1 softlockup_panic=1 quiet ${RIG_IOMMU}_iommu=on iommu=pt transparent_hugepage=never ${RIG_L1_KARGS:-}")
     { echo "# L1 boot $boot of device set $key: $*"; echo "# ${cmd[*]}"; } > "$log"
     watch_l1 "$log" "${cmd[@]}"
     rm -rf "$st"
