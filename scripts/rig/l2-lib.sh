@@ -22,6 +22,15 @@ wait_until() {
 }
 
 # echo_requests: ICMP echo requests this guest has received.
+# find_pci VENDOR DEVICE: the address of the last PCI function with those ids
+# (empty if none), as L1's rig_find_pci finds them.
+find_pci() {
+    _found=""
+    for _d in /sys/bus/pci/devices/*; do
+        [ "$(cat "$_d/vendor"):$(cat "$_d/device")" = "$1:$2" ] && _found=${_d##*/}
+    done
+    echo "$_found"
+}
 echo_requests() { awk '/^Icmp:/ && $3 ~ /^[0-9]+$/ {print $10}' /proc/net/snmp; }
 have_echo_requests() { [ "$(echo_requests)" -ge "$1" ]; }
 

@@ -5,10 +5,7 @@
 # while the VM is paused), and power off on the ACPI power button's KEY_POWER
 # (vm.power-button); otherwise wait for L1's vmm.shutdown.
 . /rig/lib.sh
-edu=""
-for d in /sys/bus/pci/devices/*; do
-    [ "$(cat "$d/vendor"):$(cat "$d/device")" = 0x1234:0x11e8 ] && edu=${d##*/}
-done
+edu=$(find_pci 0x1234 0x11e8)
 [ -n "$edu" ] || fail "no edu device on L2's PCI bus"
 for m in uio_pci_generic virtio_pci virtio_blk virtio_rng virtio_net vmw_vsock_virtio_transport button evdev; do
     modprobe $m || fail "cannot load $m"

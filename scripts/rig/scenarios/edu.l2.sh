@@ -3,10 +3,7 @@
 # uio_pci_generic (INTx) and run edu-probe: id, MMIO, factorial, 100
 # interrupts, DMA round trip.
 . /rig/lib.sh
-edu=""
-for d in /sys/bus/pci/devices/*; do
-    [ "$(cat "$d/vendor"):$(cat "$d/device")" = 0x1234:0x11e8 ] && edu=${d##*/}
-done
+edu=$(find_pci 0x1234 0x11e8)
 [ -n "$edu" ] || fail "no edu device on L2's PCI bus"
 echo "RIG-L2: edu at $edu, BAR0 $(head -n1 /sys/bus/pci/devices/$edu/resource)"
 modprobe uio_pci_generic || fail "cannot load uio_pci_generic"

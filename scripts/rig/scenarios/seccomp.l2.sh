@@ -4,10 +4,7 @@
 # DMA), the disk (a write read back past the page cache), the rng, the NIC
 # (pings to L1), then serve vsock port 1024 and wait for vmm.shutdown.
 . /rig/lib.sh
-edu=""
-for d in /sys/bus/pci/devices/*; do
-    [ "$(cat "$d/vendor"):$(cat "$d/device")" = 0x1234:0x11e8 ] && edu=${d##*/}
-done
+edu=$(find_pci 0x1234 0x11e8)
 [ -n "$edu" ] || fail "no edu device on L2's PCI bus"
 for m in uio_pci_generic virtio_pci virtio_blk virtio_rng virtio_net vmw_vsock_virtio_transport; do
     modprobe $m || fail "cannot load $m"

@@ -7,10 +7,7 @@
 #          token written to /dev/vda, synced, and read back from the disk.
 . /rig/lib.sh
 for m in virtio_pci virtio_blk uio_pci_generic; do modprobe $m || fail "cannot load $m"; done
-edu=""
-for d in /sys/bus/pci/devices/*; do
-    [ "$(cat "$d/vendor"):$(cat "$d/device")" = 0x1234:0x11e8 ] && edu=${d##*/}
-done
+edu=$(find_pci 0x1234 0x11e8)
 [ -n "$edu" ] || fail "no edu device on L2's PCI bus"
 echo "1234 11e8" > /sys/bus/pci/drivers/uio_pci_generic/new_id
 wait_until 50 test -d "/sys/bus/pci/devices/$edu/uio" || fail "uio_pci_generic did not take $edu"
